@@ -1,0 +1,75 @@
+"""Kernel registry: one row per kernel library, the per-format speed order, and name resolution.
+
+A scheme naming a kernel runs that kernel or raises KernelUnavailable (what to install, which names
+run here); a scheme with kernel=None takes the first kernel of FASTEST[format] that runs natively,
+falling back to "torch" (native or emulated), so `auto` and plain format names never fail.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..formats import QuantFormat, QTensor
+from . import reference, torch_ops
+from .base import EMULATED, NATIVE, UNAVAILABLE, Availability, Kernel
+
+KERNELS: dict[str, Kernel] = {k.name: k for k in (torch_ops.KERNEL,)}
+
+# Fastest first, from bench/results (H100). "torch" is last: it always runs (emulated at worst).
+FASTEST: dict[str, tuple[str, ...]] = {
+    "int8": ("triton", "vllm", "sgl", "q8f", "torch"),
+    "fp8": ("triton", "torch", "vllm", "sgl", "q8f"),
+    "fp8_block128": ("triton", "deepgemm", "torch"),
+    "mxfp8": ("torch",),
+    "nvfp4": ("torch",),
+}
+
+
+class KernelUnavailable(RuntimeError):
+    """A scheme names a kernel that cannot run on this machine; the message says what to do."""
+
+
+def availability(kernel: str, fmt: str, device: torch.device) -> Availability:
+    """native / emulated / unavailable (with the reason) for one kernel and format on a device."""
+    k = KERNELS.get(kernel)
+    if k is None:
+        return Availability(UNAVAILABLE, f"kernel {kernel!r} is not part of this build")
+    if fmt not in k.formats:
+        return Availability(UNAVAILABLE, f"{kernel} has no {fmt} kernel")
+    return k.probe(fmt, device)
+
+
+def fastest(fmt: str, device: torch.device) -> str:
+    """The first kernel of FASTEST[fmt] that runs natively on device, else "torch"."""
+    for name in FASTEST[fmt]:
+        if availability(name, fmt, device).status == NATIVE:
+            return name
+    return "torch"
+
+
+def select(kernel: Optional[str], fmt: str, device: torch.device, label: str,
+           runnable_names: list[str]) -> str:
+    """Kernel to use for a scheme: the named one if it runs here, else raise with a useful message."""
+    if kernel is None:
+        return fastest(fmt, device)
+    avail = availability(kernel, fmt, device)
+    if not avail.runs:
+        hint = KERNELS[kernel].install_hint if kernel in KERNELS else ""
+        raise KernelUnavailable(
+            f"{label} needs the {kernel} kernel, which cannot run here: {avail.reason}."
+            + (f" To use it: {hint}." if hint else "")
+            + f" Names that run here: {', '.join(runnable_names)}")
+    return kernel
+
+
+def run_linear(kernel: str, x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> Tensor:
+    """x [M, K] -> [M, N] in x.dtype with the chosen kernel; inputs off CUDA take the reference math."""
+    if x.device.type != "cuda":
+        return reference.linear(x, w, bias, fmt)
+    return KERNELS[kernel].linear(x, w, bias, fmt)
+
+
+__all__ = ["KERNELS", "FASTEST", "Availability", "Kernel", "KernelUnavailable", "NATIVE",
+           "EMULATED", "UNAVAILABLE", "availability", "fastest", "select", "run_linear"]

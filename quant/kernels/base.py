@@ -1,0 +1,81 @@
+"""What every kernel module declares: the formats it runs, whether it runs here, and its linear."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from ..formats import QuantFormat, QTensor
+
+NATIVE, EMULATED, UNAVAILABLE = "native", "emulated", "unavailable"
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a (kernel, format) pair runs on a device: native / emulated / unavailable, and why."""
+
+    status: str
+    reason: str = ""
+
+    @property
+    def runs(self) -> bool:
+        return self.status != UNAVAILABLE
+
+
+# linear(x [M, K] float on the kernel's device, weight QTensor [N, K], bias [N] or None, format) -> [M, N] in x.dtype
+LinearFn = Callable[[Tensor, QTensor, Optional[Tensor], QuantFormat], Tensor]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel library: name (the mm_type suffix), formats it implements, install hint, probe, linear.
+
+    probe(format_name, device) says whether it runs there; linear does activation quantization +
+    GEMM + scales + bias for CUDA inputs (CPU inputs always take the reference path, see registry).
+    """
+
+    name: str
+    formats: frozenset
+    install_hint: str
+    probe: Callable[[str, torch.device], Availability]
+    linear: LinearFn
+
+
+def capability(device: torch.device) -> Optional[tuple[int, int]]:
+    """(major, minor) of a CUDA device, None for anything else."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_capability(device)
+
+
+def has_module(name: str) -> bool:
+    """True when `name` is importable (without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cuda_probe(device: torch.device, min_cc: tuple[int, int], module: Optional[str] = None,
+               max_cc: Optional[tuple[int, int]] = None) -> Availability:
+    """Common probe: CUDA device present, compute capability in range, optional module importable."""
+    if module is not None and not has_module(module):
+        return Availability(UNAVAILABLE, f"{module} is not installed")
+    cc = capability(device)
+    if cc is None:
+        return Availability(UNAVAILABLE, "needs a CUDA GPU")
+    if cc < min_cc or (max_cc is not None and cc > max_cc):
+        want = f"sm{min_cc[0]}{min_cc[1]}" + (f"-sm{max_cc[0]}{max_cc[1]}" if max_cc else "+")
+        return Availability(UNAVAILABLE, f"needs {want}, this GPU is sm{cc[0]}{cc[1]}")
+    return Availability(NATIVE)
+
+
+def finish(out: Tensor, bias: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    """Epilogue for kernels without a fused one: add bias in fp32, cast to the output dtype."""
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(dtype)

@@ -1,0 +1,75 @@
+"""Kernel "torch": PyTorch's own low-precision GEMMs (no extra package).
+
+int8: torch._int_mm (int32 out) + scale/bias epilogue; fp8: torch._scaled_mm rowwise (scales and
+bias fused); fp8 block-128: F.scaled_mm with BlockWise1x128 x BlockWise128x128 (torch >= 2.10,
+sm90); mxfp8 / nvfp4: F.scaled_mm BlockWise1x32 / 1x16 on sm100 (not verified: no Blackwell here),
+emulated elsewhere. Activations are quantized with the shared quantizer (kernels.act_quant).
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..formats import QuantFormat, QTensor
+from . import reference
+from .act_quant import quantize_activation
+from .base import EMULATED, Availability, Kernel, capability, finish
+
+_MIN_CC = {"int8": (7, 5), "fp8": (8, 9), "fp8_block128": (9, 0), "mxfp8": (10, 0), "nvfp4": (10, 0)}
+
+
+def probe(fmt: str, device: torch.device) -> Availability:
+    """Native where the GPU has the tensor cores (and torch the op), emulated elsewhere."""
+    cc = capability(device)
+    if cc is None:
+        return Availability(EMULATED, "no CUDA GPU: reference math on the CPU")
+    need = _MIN_CC[fmt]
+    if cc < need:
+        return Availability(EMULATED, f"{fmt} tensor cores need sm{need[0]}{need[1]}+, this GPU is sm{cc[0]}{cc[1]}")
+    if fmt != "int8" and fmt != "fp8" and not hasattr(F, "scaled_mm"):
+        return Availability(EMULATED, f"torch {torch.__version__} lacks F.scaled_mm (needs 2.10+)")
+    return Availability("native")
+
+
+def _int8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
+    xq = quantize_activation(x, "int8")
+    m = x.shape[0]
+    a = xq.data if m > 16 else F.pad(xq.data, (0, 0, 0, 17 - m))
+    acc = torch._int_mm(a, w.data.t())[:m]
+    return finish(acc.float() * xq.scale * w.scale.t(), bias, x.dtype)
+
+
+def _fp8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
+    xq = quantize_activation(x, "fp8")
+    b = None if bias is None else bias.to(torch.bfloat16)
+    out = torch._scaled_mm(xq.data, w.data.t(), scale_a=xq.scale, scale_b=w.scale.t().float(),
+                           bias=b, out_dtype=torch.bfloat16)
+    return out.to(x.dtype)
+
+
+def _fp8_block128(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
+    xq = quantize_activation(x, "fp8_block128")
+    scale_a = xq.scale.t().contiguous().t()  # [M, K/128], column-major as cuBLAS wants
+    out = F.scaled_mm(xq.data, w.data.t(), scale_a, F.ScalingType.BlockWise1x128,
+                      w.scale.t(), F.ScalingType.BlockWise128x128, output_dtype=torch.bfloat16)
+    return finish(out.float(), bias, x.dtype)
+
+
+_NATIVE = {"int8": _int8, "fp8": _fp8, "fp8_block128": _fp8_block128}
+
+
+def linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> Tensor:
+    """x [M, K] on CUDA -> [M, N]; formats without a native path here run the reference math."""
+    if probe(fmt.name, x.device).status != "native" or fmt.name not in _NATIVE:
+        return reference.linear(x, w, bias, fmt)
+    return _NATIVE[fmt.name](x, w, bias)
+
+
+KERNEL = Kernel(
+    name="torch",
+    formats=frozenset(_MIN_CC),
+    install_hint="ships with PyTorch",
+    probe=probe,
+    linear=linear,
+)
