@@ -1,0 +1,183 @@
+"""Command line: float checkpoint -> quantized checkpoint, streamed tensor by tensor.
+
+    python -m quant.convert SRC DST --mm-type NAME [--model-type auto|wan_dit|flux_dit|wan_t5|wan_clip]
+        [--layout lightx2v|comfyui] [--keep PATTERN ...] [--overwrite]
+
+Quantizes the linears LightX2V quantizes (quant/layers.py), copies every other tensor unchanged,
+writes `DST.tmp-<pid>` and renames it at the end, then re-reads DST's header to verify it. Peak
+memory stays near one tensor (source read one tensor at a time, never memory-mapped whole).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from .checkpoint import checkpoint_files, detect, load_pth
+from .formats import QuantFormat, check_finite
+from .layers import ModelFamily, detect_family, get_family, should_quantize
+from .layouts import COMFY_NAMES, LAYOUTS, Spec
+from .safetensors_io import CheckpointError, read_header, read_tensor, write_streaming
+from .schemes import MM_TYPES, QUANT_SCHEMES
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    """What a conversion did: quantized and copied tensor counts, bytes in and out."""
+
+    quantized: int
+    copied: int
+    src_bytes: int
+    dst_bytes: int
+
+
+def format_for(name: str) -> QuantFormat:
+    """The format an mm_type / quant_scheme name stores (kernel suffixes do not matter for files)."""
+    scheme = MM_TYPES.get(name) or QUANT_SCHEMES.get(name)
+    if scheme is None or not scheme.quantized:
+        valid = sorted({n for t in (MM_TYPES, QUANT_SCHEMES) for n, s in t.items() if s.quantized})
+        raise ValueError(f"--mm-type {name!r} does not name a quantized format; valid: {', '.join(valid)}")
+    return scheme.format
+
+
+class _Source:
+    """Uniform, one-tensor-at-a-time access to a .safetensors file / sharded folder or a .pth file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if path.endswith((".pth", ".pt")):
+            self._pth = load_pth(path)
+            self.entries = {k: (v.dtype, tuple(v.shape)) for k, v in self._pth.items()}
+            self.metadata: dict = {}
+            return
+        self._pth = None
+        self._where, self.metadata = {}, {}
+        for f in checkpoint_files(path):
+            tensors, meta = read_header(f)
+            self.metadata.update(meta)
+            for name, info in tensors.items():
+                self._where[name] = (f, info)
+        self.entries = {k: (info.torch_dtype, info.shape) for k, (_, info) in self._where.items()}
+
+    def get(self, name: str) -> torch.Tensor:
+        if self._pth is not None:
+            return self._pth[name]
+        f, info = self._where[name]
+        return read_tensor(f, name, info)
+
+
+def _plan(src: _Source, family: ModelFamily, fmt: QuantFormat, layout: str,
+          keep: Sequence[re.Pattern]) -> tuple[list[Spec], dict[str, str]]:
+    """Output specs in source order, and weight keys to quantize -> their layer prefix."""
+    specs, quantize = [], {}
+    for name, (dtype, shape) in src.entries.items():
+        if (should_quantize(family, name) and not any(p.search(name) for p in keep)):
+            if len(shape) != 2 or not dtype.is_floating_point:
+                raise ValueError(f"'{name}' is {dtype} {tuple(shape)}: expected a float [N, K] weight")
+            n, k = shape
+            try:
+                fmt.check_k(k, f"'{name}' K")
+            except ValueError as e:
+                raise ValueError(f"{e} (or exclude it with --keep)") from None
+            base = name[: -len("weight")]
+            quantize[name] = base
+            specs.extend(LAYOUTS[layout].specs(base, n, k, fmt))
+        else:
+            specs.append((name, dtype, tuple(shape)))
+    if not quantize:
+        raise ValueError(f"no layer of {src.path} matches the {family.name} layers to quantize")
+    return specs, quantize
+
+
+def _stream(src: _Source, quantize: dict[str, str], fmt: QuantFormat, layout: str,
+            progress: bool) -> Iterator[tuple[str, torch.Tensor]]:
+    names = list(src.entries)
+    bar = _progress(len(names), progress)
+    for name in names:
+        t = src.get(name)
+        if name in quantize:
+            check_finite(t, name)
+            yield from LAYOUTS[layout].tensors(quantize[name], t, fmt)
+        else:
+            yield name, t
+        bar.update(1)
+    bar.close()
+
+
+def _progress(total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        enabled = False
+    if not enabled:
+        class _Null:
+            def update(self, n):
+                pass
+
+            def close(self):
+                pass
+        return _Null()
+    return tqdm(total=total, unit="tensor", desc="quantizing", file=sys.stderr)
+
+
+def convert(src: str, dst: str, mm_type: str, model_type: str = "auto", layout: str = "lightx2v",
+            keep: Sequence[str] = (), overwrite: bool = False, progress: bool = True) -> ConvertReport:
+    """Quantize checkpoint src into dst (see module docstring). Raises ValueError on bad input; writes nothing then."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    fmt = format_for(mm_type)
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise ValueError("DST is SRC: refusing to overwrite the source checkpoint")
+    if os.path.exists(dst) and not overwrite:
+        raise ValueError(f"{dst} exists; pass --overwrite to replace it")
+    if not src.endswith((".pth", ".pt")):
+        det = detect(src)
+        if det.format is not None:
+            raise ValueError(f"{src} is already quantized ({det.layout} layout, {det.format}); convert a float checkpoint")
+    source = _Source(src)
+    family = get_family(detect_family(source.entries) if model_type == "auto" else model_type)
+    specs, quantize = _plan(source, family, fmt, layout, [re.compile(p) for p in keep])
+    meta = dict(source.metadata)
+    meta["comfyui_quantized"] = json.dumps({"mm_type": mm_type, "format": fmt.name, "model_type": family.name})
+    if layout == "comfyui":
+        meta["_quantization_metadata"] = json.dumps({"format_version": "1.0", "layers": {
+            base[:-1]: {"format": COMFY_NAMES[fmt.name]} for base in quantize.values()}})
+    write_streaming(dst, specs, _stream(source, quantize, fmt, layout, progress), meta)
+    written, _ = read_header(dst)
+    missing = [name for name, _, _ in specs if name not in written]
+    if missing:
+        os.remove(dst)
+        raise CheckpointError(f"{dst}: verification failed, missing {missing[:3]}")
+    src_bytes = sum(os.path.getsize(f) for f in ([src] if os.path.isfile(src) else checkpoint_files(src)))
+    return ConvertReport(len(quantize), len(source.entries) - len(quantize), src_bytes, os.path.getsize(dst))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m quant.convert", description=__doc__.split("\n\n")[0])
+    p.add_argument("src", help=".safetensors file, sharded folder, or LightX2V .pth")
+    p.add_argument("dst", help="output .safetensors file")
+    p.add_argument("--mm-type", required=True, help="e.g. int8-triton, fp8-vllm, fp8-b128-triton, nvfp4, int8, fp8")
+    p.add_argument("--model-type", default="auto", help="auto, wan_dit, flux_dit, wan_t5, wan_clip")
+    p.add_argument("--layout", default="lightx2v", choices=sorted(LAYOUTS))
+    p.add_argument("--keep", nargs="*", default=[], metavar="PATTERN", help="regex of weight keys to leave unquantized")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        r = convert(a.src, a.dst, a.mm_type, a.model_type, a.layout, a.keep, a.overwrite, not a.no_progress)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{a.dst}: {r.quantized} layers quantized, {r.copied} tensors copied, "
+          f"{r.src_bytes / 2**20:.1f} MiB -> {r.dst_bytes / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
