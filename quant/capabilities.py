@@ -1,0 +1,51 @@
+"""What runs on this machine: GPU, versions, and native / emulated / unavailable for every name.
+
+Feeds the `/quantized/capabilities` route, the dropdown status marks and the start-up log line.
+"""
+from __future__ import annotations
+
+import torch
+
+from .kernels import KERNELS, availability, fastest
+from .kernels.base import EMULATED, NATIVE, capability
+from .schemes import AUTO, TABLES
+
+
+def _name_status(scheme, device) -> dict:
+    if not scheme.quantized:
+        return {"status": NATIVE, "reason": "unquantized"}
+    kernel = scheme.kernel or fastest(scheme.format_name, device)
+    avail = availability(kernel, scheme.format_name, device)
+    return {"status": avail.status, "reason": avail.reason, "kernel": kernel, "format": scheme.format_name}
+
+
+def capabilities(device=None) -> dict:
+    """JSON-ready report: device, versions, and per table (mm_type, quant_scheme) each name's status."""
+    if device is None:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    cc = capability(device)
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    report = {
+        "device": torch.cuda.get_device_name(device) if cc else "cpu",
+        "compute_capability": f"{cc[0]}.{cc[1]}" if cc else None,
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "kernels": {name: sorted(k.formats) for name, k in KERNELS.items()},
+    }
+    for table, rows in TABLES.items():
+        entries = {AUTO: {"status": NATIVE if cc else EMULATED, "reason": "picks per file and GPU"}}
+        entries.update({name: _name_status(s, device) for name, s in rows.items()})
+        report[table] = entries
+    return report
+
+
+def summary_line(device=None) -> str:
+    """One log line: which kernel libraries run natively here."""
+    rep = capabilities(device)
+    native = sorted({e["kernel"] for e in rep["mm_type"].values() if e.get("kernel") and e["status"] == NATIVE})
+    where = rep["device"] + (f" (sm{rep['compute_capability'].replace('.', '')})" if rep["compute_capability"] else "")
+    return f"comfyui-quantized: {where}; native kernels: {', '.join(native) or 'none (emulated on CPU)'}"
