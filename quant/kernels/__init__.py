@@ -12,10 +12,12 @@ import torch
 from torch import Tensor
 
 from ..formats import QuantFormat, QTensor
-from . import reference, torch_ops
+from . import deepgemm, q8f, reference, sgl, torch_ops, torchao, vllm
+from . import triton as triton_kernel
 from .base import EMULATED, NATIVE, UNAVAILABLE, Availability, Kernel
 
-KERNELS: dict[str, Kernel] = {k.name: k for k in (torch_ops.KERNEL,)}
+KERNELS: dict[str, Kernel] = {k.name: k for k in (
+    torch_ops.KERNEL, triton_kernel.KERNEL, vllm.KERNEL, sgl.KERNEL, q8f.KERNEL, deepgemm.KERNEL, torchao.KERNEL)}
 
 # Fastest first, from bench/results (H100). "torch" is last: it always runs (emulated at worst).
 FASTEST: dict[str, tuple[str, ...]] = {

@@ -79,3 +79,32 @@ def finish(out: Tensor, bias: Optional[Tensor], dtype: torch.dtype) -> Tensor:
     if bias is not None:
         out = out + bias.float()
     return out.to(dtype)
+
+
+def library_probe(module: str, min_cc: dict[str, tuple[int, int]],
+                  max_cc: Optional[tuple[int, int]] = None) -> Callable[[str, torch.device], Availability]:
+    """Probe for an optional library: `module` importable and the GPU within min_cc[format]..max_cc."""
+    def probe(fmt: str, device: torch.device) -> Availability:
+        return cuda_probe(device, min_cc[fmt], module=module, max_cc=max_cc)
+    return probe
+
+
+def library_attr(module: str, *names: str):
+    """Import `module` now (lazily, at first use) and return the first of `names` it defines."""
+    mod = importlib.import_module(module)
+    for name in names:
+        found = getattr(mod, name, None)
+        if found is not None:
+            return found
+    version = getattr(importlib.import_module(module.split(".")[0]), "__version__", "unknown version")
+    raise ImportError(f"{module} ({version}) defines none of {', '.join(names)}")
+
+
+def half_dtype(x: Tensor) -> torch.dtype:
+    """Output dtype for epilogues that write only fp16/bf16: x's own when 16-bit, else bf16."""
+    return x.dtype if x.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+
+
+def bias_as(bias: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    """Bias in the dtype a fused epilogue wants (None stays None)."""
+    return None if bias is None else bias.to(dtype)

@@ -43,16 +43,29 @@ def _int8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
 def _fp8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
     xq = quantize_activation(x, "fp8")
     b = None if bias is None else bias.to(torch.bfloat16)
-    out = torch._scaled_mm(xq.data, w.data.t(), scale_a=xq.scale, scale_b=w.scale.t().float(),
+    out = torch._scaled_mm(xq.data, w.data.t(), scale_a=xq.scale, scale_b=w.scale.float().t().contiguous(),
                            bias=b, out_dtype=torch.bfloat16)
     return out.to(x.dtype)
 
 
+def _block_scale_b(s: Tensor) -> Tensor:
+    """Weight scales [N/128, K/128] -> the [K/128, N/128] view cuBLAS takes (as torch's own tests build
+    it: the transpose of a row-major [N/128, L4] buffer, L4 = K/128 rounded up to 4)."""
+    nb, kb = s.shape
+    l4 = -(-kb // 4) * 4
+    if l4 != kb or not s.is_contiguous():
+        padded = s.new_zeros(nb, l4)
+        padded[:, :kb] = s
+        s = padded[:, :kb]
+    return s.t()
+
+
 def _fp8_block128(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
     xq = quantize_activation(x, "fp8_block128")
-    scale_a = xq.scale.t().contiguous().t()  # [M, K/128], column-major as cuBLAS wants
+    scale_a = xq.scale.t().contiguous().t()  # [M, K/128], column-major (a no-op for the Triton quantizer's)
     out = F.scaled_mm(xq.data, w.data.t(), scale_a, F.ScalingType.BlockWise1x128,
-                      w.scale.t(), F.ScalingType.BlockWise128x128, output_dtype=torch.bfloat16)
+                      _block_scale_b(w.scale.float()), F.ScalingType.BlockWise128x128,
+                      output_dtype=torch.bfloat16)
     return finish(out.float(), bias, x.dtype)
 
 

@@ -1,0 +1,60 @@
+"""Kernel "triton": this pack's own Triton W8A8 GEMMs (kernels.triton_gemm) + one-pass quantizers.
+
+int8 (sm80+) and fp8 (sm89+): activation quantized per token by kernels.triton_quant, then one GEMM
+with the per-token x per-channel scales, bias and output cast in its epilogue. fp8 block-128 (sm89+):
+the activation is quantized per 1x128 tile inside the GEMM's main loop (no separate pass).
+
+The linear is the torch custom op `comfyui_quantized::triton_w8a8_linear` (with a fake kernel), so
+torch.compile / TorchCompileModel graphs keep it as one node. Importing this module never launches
+anything; on a machine without CUDA or Triton the probe says why it cannot run.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..formats import QuantFormat, QTensor
+from .base import Availability, Kernel, cuda_probe
+
+_MIN_CC = {"int8": (8, 0), "fp8": (8, 9), "fp8_block128": (8, 9)}
+# Block-128: quantize the activation inside the GEMM (True) or in a separate Triton pass (False).
+FUSED_BLOCK128_QUANT = True
+
+
+def probe(fmt: str, device: torch.device) -> Availability:
+    """Native on CUDA GPUs with the tensor cores for fmt when Triton is importable."""
+    return cuda_probe(device, _MIN_CC[fmt], module="triton")
+
+
+@torch.library.custom_op("comfyui_quantized::triton_w8a8_linear", mutates_args=())
+def w8a8_linear(x: Tensor, w: Tensor, w_scale: Tensor, bias: Optional[Tensor], fmt: str) -> Tensor:
+    """x [M, K] float -> [M, N] in x.dtype; w [N, K] int8/e4m3 with its scales (see quant/formats)."""
+    from . import triton_gemm
+    from .triton_quant import quantize
+
+    if fmt == "fp8_block128" and FUSED_BLOCK128_QUANT:
+        return triton_gemm.w8a8_gemm(x, None, w, w_scale, bias, x.dtype, grouped=True, a_fused=True)
+    xq = quantize(x, fmt)
+    return triton_gemm.w8a8_gemm(xq.data, xq.scale, w, w_scale, bias, x.dtype, grouped=fmt == "fp8_block128")
+
+
+@w8a8_linear.register_fake
+def _(x, w, w_scale, bias, fmt):
+    return x.new_empty((x.shape[0], w.shape[0]))
+
+
+def linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> Tensor:
+    """x [M, K] on CUDA -> [M, N] in x.dtype."""
+    fmt.check_k(x.shape[1])
+    return w8a8_linear(x, w.data, w.scale.float(), bias, fmt.name)
+
+
+KERNEL = Kernel(
+    name="triton",
+    formats=frozenset(_MIN_CC),
+    install_hint="pip install triton (Linux wheels ship with PyTorch)",
+    probe=probe,
+    linear=linear,
+)

@@ -1,0 +1,158 @@
+"""Triton W8A8 GEMMs: one kernel, templated on constexprs, for int8 and fp8 (per channel or block-128).
+
+C[M, N] = (A[M, K] @ W[N, K]^T) * scales + bias, cast to the output dtype, with
+- per token x per channel (int8, fp8): int32 / fp32 accumulation, scales, bias and cast in the epilogue;
+- block-128 (fp8_block128): per (1x128) activation and per (128x128) weight scales applied in the
+  main loop (BLOCK_K == 128); the activation either comes pre-quantized (q + column-major scales)
+  or as bf16/fp16/fp32 and is quantized per 1x128 tile in registers (A_FUSED): no separate pass.
+
+Autotuned per (M bucket, N, K, mode) over a short config list checked on an H100 (bench/NOTES.md).
+Nothing here runs on import; the module needs Triton importable (see kernels.triton for the guard).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats.base import E4M3_MAX, TINY
+
+BLOCK = 128
+
+
+def _cfg(bm, bn, warps, stages, group_m=8):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": BLOCK, "GROUP_M": group_m},
+                         num_warps=warps, num_stages=stages)
+
+
+# Large M (DiT tokens): wide tiles; small M (text encoders, M <= 1024): narrower ones to fill 132 SMs.
+CONFIGS = [
+    _cfg(128, 256, 8, 3),
+    _cfg(256, 128, 8, 3),
+    _cfg(128, 128, 8, 4),
+    _cfg(128, 128, 4, 4),
+    _cfg(64, 128, 4, 4),
+    _cfg(64, 64, 4, 4),
+]
+
+
+def _prune(configs, named_args, **kw):
+    """Drop tiles that cannot fit (fused bf16 A tiles are twice as big) or are far too large for M."""
+    m = named_args["M"]
+    fused = kw.get("A_FUSED", False)
+    a_bytes = 2 if fused else 1
+    out = []
+    for c in configs:
+        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+        smem = (bm * a_bytes + bn) * BLOCK * c.num_stages
+        if smem > 200 * 1024:
+            continue
+        if m <= 1024 and bm * bn > 128 * 128:
+            continue
+        if m > 4096 and bm < 128:
+            continue
+        out.append(c)
+    return out or configs[-1:]
+
+
+@triton.autotune(configs=CONFIGS, key=["M_BUCKET", "N", "K", "IS_INT", "GROUPED", "A_FUSED"],
+                 prune_configs_by={"early_config_prune": _prune})
+@triton.jit
+def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKET,
+                 stride_am, stride_bn, stride_cm, stride_sam, stride_sak, stride_sbn, stride_sbk,
+                 HAS_BIAS: tl.constexpr, IS_INT: tl.constexpr, GROUPED: tl.constexpr,
+                 A_FUSED: tl.constexpr, EVEN_K: tl.constexpr, QMAX: tl.constexpr, TINY_: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    # Grouped launch order: GROUP_M row-tiles share each weight column-tile while it sits in L2.
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    size_m = min(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % size_m
+    pid_n = (pid % per_group) // size_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = tl.max_contiguous(tl.multiple_of(offs_m % M, BLOCK_M), BLOCK_M)  # wrapped rows: loads stay in bounds
+    rn = tl.max_contiguous(tl.multiple_of(offs_n % N, BLOCK_N), BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + rm[:, None].to(tl.int64) * stride_am + offs_k[None, :]
+    b_ptrs = b_ptr + rn[None, :].to(tl.int64) * stride_bn + offs_k[:, None]
+
+    if IS_INT:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kt in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            kmask = offs_k < K - kt * BLOCK_K
+            a = tl.load(a_ptrs, mask=kmask[None, :], other=0.0)
+            b = tl.load(b_ptrs, mask=kmask[:, None], other=0.0)
+        if GROUPED:
+            if A_FUSED:  # quantize this 1x128 tile of each row in registers (same math as the format)
+                af = a.to(tl.float32)
+                amax = tl.maximum(tl.max(tl.abs(af), axis=1), TINY_)
+                sa = amax / QMAX
+                aq = tl.minimum(tl.maximum(af * (QMAX / amax)[:, None], -QMAX), QMAX)
+                part = tl.dot(aq.to(b.dtype), b)
+            else:
+                sa = tl.load(sa_ptr + rm * stride_sam + kt * stride_sak)
+                part = tl.dot(a, b)
+            sb = tl.load(sb_ptr + (rn // BLOCK_K) * stride_sbn + kt * stride_sbk)
+            acc += part * (sa[:, None] * sb[None, :])
+        else:
+            acc = tl.dot(a, b, acc)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K
+
+    if GROUPED:
+        out = acc
+    else:
+        sa = tl.load(sa_ptr + rm * stride_sam)
+        sb = tl.load(sb_ptr + rn * stride_sbn)
+        out = acc.to(tl.float32) * sa[:, None] * sb[None, :]
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + rn).to(tl.float32)[None, :]
+    c_ptrs = c_ptr + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
+    tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+def m_bucket(m: int) -> int:
+    """Autotune key for M: next power of two, 16..16384 (DiT token counts vary per video size)."""
+    return min(max(triton.next_power_of_2(m), 16), 16384)
+
+
+def _grid(meta, m, n):
+    return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+
+
+def w8a8_gemm(a: torch.Tensor, sa, w: torch.Tensor, sw: torch.Tensor, bias, out_dtype: torch.dtype,
+              grouped: bool, a_fused: bool = False) -> torch.Tensor:
+    """The one launcher.
+
+    a: [M, K] int8/e4m3 (quantized; sa its scales: [M, 1] per token or [M, K/128]) or, with a_fused,
+    the float activation (sa None). w: [N, K] int8/e4m3; sw: [N, 1] per channel or [ceil(N/128), K/128].
+    """
+    m, k = a.shape
+    n = w.shape[0]
+    c = torch.empty((m, n), device=a.device, dtype=out_dtype)
+    if m == 0:
+        return c
+    if a.stride(1) != 1:
+        a = a.contiguous()
+    is_int = w.dtype == torch.int8
+    if sa is None:
+        sa = sw  # unused placeholder pointer (A_FUSED)
+    has_bias = bias is not None
+    _w8a8_kernel[lambda meta: _grid(meta, m, n)](
+        a, w, c, sa, sw, bias if has_bias else sw, m, n, k, m_bucket(m),
+        a.stride(0), w.stride(0), c.stride(0), sa.stride(0), sa.stride(1) if sa.dim() > 1 else 0,
+        sw.stride(0), sw.stride(1) if sw.dim() > 1 else 0,
+        HAS_BIAS=has_bias, IS_INT=is_int, GROUPED=grouped, A_FUSED=a_fused, EVEN_K=k % BLOCK == 0,
+        QMAX=E4M3_MAX, TINY_=TINY)
+    return c
