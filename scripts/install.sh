@@ -20,3 +20,9 @@ if [ -f "$comfy/requirements.txt" ]; then
 else
   echo "no ComfyUI checkout at $comfy: tests/comfy will be skipped (set COMFYUI_PATH)"
 fi
+
+# Chromium for the browser test (tests/comfy/test_web_browser.py): Debian's package, only as root with apt,
+# never fatal (offline machines skip that test).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -q && apt-get install -y -q chromium) >/dev/null 2>&1 || echo "chromium not installed: the browser test will be skipped"
+fi

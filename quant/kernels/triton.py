@@ -2,7 +2,8 @@
 
 int8 (sm80+) and fp8 (sm89+): activation quantized per token by kernels.triton_quant, then one GEMM
 with the per-token x per-channel scales, bias and output cast in its epilogue. fp8 block-128 (sm89+):
-the activation is quantized per 1x128 tile inside the GEMM's main loop (no separate pass).
+per-(1x128) x per-(128x128) scales applied in the main loop; the activation quantized by the one-pass
+Triton quantizer, or (FUSED_BLOCK128_QUANT) per 1x128 tile inside the GEMM's main loop.
 
 The linear is the torch custom op `comfyui_quantized::triton_w8a8_linear` (with a fake kernel), so
 torch.compile / TorchCompileModel graphs keep it as one node. Importing this module never launches
@@ -20,7 +21,9 @@ from .base import Availability, Kernel, cuda_probe
 
 _MIN_CC = {"int8": (8, 0), "fp8": (8, 9), "fp8_block128": (8, 9)}
 # Block-128: quantize the activation inside the GEMM (True) or in a separate Triton pass (False).
-FUSED_BLOCK128_QUANT = True
+# Measured on an H100 (bench/NOTES.md): the fused variant runs at half the speed of the separate one
+# (the in-register quantized A tile has to go back through shared memory for wgmma), so off by default.
+FUSED_BLOCK128_QUANT = False
 
 
 def probe(fmt: str, device: torch.device) -> Availability:
@@ -28,8 +31,7 @@ def probe(fmt: str, device: torch.device) -> Availability:
     return cuda_probe(device, _MIN_CC[fmt], module="triton")
 
 
-@torch.library.custom_op("comfyui_quantized::triton_w8a8_linear", mutates_args=())
-def w8a8_linear(x: Tensor, w: Tensor, w_scale: Tensor, bias: Optional[Tensor], fmt: str) -> Tensor:
+def _w8a8_linear(x: Tensor, w: Tensor, w_scale: Tensor, bias: Optional[Tensor], fmt: str) -> Tensor:
     """x [M, K] float -> [M, N] in x.dtype; w [N, K] int8/e4m3 with its scales (see quant/formats)."""
     from . import triton_gemm
     from .triton_quant import quantize
@@ -40,6 +42,9 @@ def w8a8_linear(x: Tensor, w: Tensor, w_scale: Tensor, bias: Optional[Tensor], f
     return triton_gemm.w8a8_gemm(xq.data, xq.scale, w, w_scale, bias, x.dtype, grouped=fmt == "fp8_block128")
 
 
+w8a8_linear = torch.library.custom_op("comfyui_quantized::triton_w8a8_linear", _w8a8_linear, mutates_args=())
+
+
 @w8a8_linear.register_fake
 def _(x, w, w_scale, bias, fmt):
     return x.new_empty((x.shape[0], w.shape[0]))
@@ -48,7 +53,11 @@ def _(x, w, w_scale, bias, fmt):
 def linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> Tensor:
     """x [M, K] on CUDA -> [M, N] in x.dtype."""
     fmt.check_k(x.shape[1])
-    return w8a8_linear(x, w.data, w.scale.float(), bias, fmt.name)
+    scale = w.scale if w.scale.dtype == torch.float32 else w.scale.float()
+    # Eager: call the implementation directly (the custom-op dispatch costs ~tens of us per call,
+    # which shows at small M); under torch.compile: the custom op, one opaque graph node.
+    op = w8a8_linear if torch.compiler.is_compiling() else _w8a8_linear
+    return op(x, w.data, scale, bias, fmt.name)
 
 
 KERNEL = Kernel(

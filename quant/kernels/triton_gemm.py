@@ -33,6 +33,8 @@ CONFIGS = [
     _cfg(128, 128, 4, 4),
     _cfg(64, 128, 4, 4),
     _cfg(64, 64, 4, 4),
+    _cfg(128, 128, 8, 3),
+    _cfg(128, 64, 4, 4),
 ]
 
 
@@ -40,6 +42,7 @@ def _prune(configs, named_args, **kw):
     """Drop tiles that cannot fit (fused bf16 A tiles are twice as big) or are far too large for M."""
     m = named_args["M"]
     fused = kw.get("A_FUSED", False)
+    grouped = kw.get("GROUPED", False)
     a_bytes = 2 if fused else 1
     out = []
     for c in configs:
@@ -47,7 +50,9 @@ def _prune(configs, named_args, **kw):
         smem = (bm * a_bytes + bn) * BLOCK * c.num_stages
         if smem > 200 * 1024:
             continue
-        if m <= 1024 and bm * bn > 128 * 128:
+        if (m <= 1024 or grouped) and bm * bn > 128 * 128:  # grouped: acc + per-tile product in registers
+            continue
+        if not grouped and (bm, bn, c.num_stages) in ((128, 128, 3), (128, 64, 4)):
             continue
         if m > 4096 and bm < 128:
             continue
@@ -103,10 +108,14 @@ def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKE
             else:
                 sa = tl.load(sa_ptr + rm * stride_sam + kt * stride_sak)
                 part = tl.dot(a, b)
-            sb = tl.load(sb_ptr + (rn // BLOCK_K) * stride_sbn + kt * stride_sbk)
-            acc += part * (sa[:, None] * sb[None, :])
+            if BLOCK_N <= BLOCK_K:  # one weight block column: a scalar scale
+                sb = tl.load(sb_ptr + (pid_n * BLOCK_N // BLOCK_K) * stride_sbn + kt * stride_sbk)
+                acc += part * (sa * sb)[:, None]
+            else:
+                sb = tl.load(sb_ptr + (rn // BLOCK_K) * stride_sbn + kt * stride_sbk)
+                acc += part * (sa[:, None] * sb[None, :])
         else:
-            acc = tl.dot(a, b, acc)
+            acc = tl.dot(a, b, acc, out_dtype=acc.dtype)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
 

@@ -1,0 +1,172 @@
+"""GPU check of every native kernel path against quant.kernels.reference (run on the device machine).
+
+    python bench/check_kernels.py [--quick-timing]
+
+1. Triton quantizers vs the formats' reference quantizers (fraction of identical codes, scale error).
+2. Each (kernel, format) linear vs reference.linear on fresh random inputs with outlier channels,
+   output poisoned first (NaN in the allocator's free memory), several ragged shapes: rel err < 1e-2.
+3. The Triton linear under torch.compile(fullgraph=True) (custom op: no graph break).
+4. Optional: quick timings of the Wan 2.1-14B shapes (quantizer alone, GEMM alone, whole linear).
+Prints FAIL lines and exits 1 on any failure.
+"""
+import argparse
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, ".")
+from quant.formats import get_format  # noqa: E402
+from quant.kernels import KERNELS, availability, reference, triton_quant  # noqa: E402
+from quant.kernels import triton as tk  # noqa: E402
+
+FAILS = []
+
+
+def check(ok, msg):
+    print(("ok   " if ok else "FAIL ") + msg, flush=True)
+    if not ok:
+        FAILS.append(msg)
+
+
+def poison():
+    """Fill the caching allocator's free blocks with NaN so an unwritten output shows up."""
+    t = torch.empty(int(torch.cuda.mem_get_info()[0] * 0.3) // 4, device="cuda")
+    t.fill_(float("nan"))
+    del t
+
+
+def xin(m, k, dtype=torch.bfloat16):
+    x = torch.randn(m, k, device="cuda")
+    x[:, torch.randperm(k, device="cuda")[: max(1, k // 100)]] *= 20
+    if m > 2:
+        x[1] = 0  # an all-zero token: scale clamps at TINY
+    return x.to(dtype)
+
+
+def rel(a, b):
+    a, b = a.float(), b.float()
+    if not torch.isfinite(a).all():
+        return float("nan")
+    return ((a - b).norm() / b.norm().clamp(min=1e-30)).item()
+
+
+def check_quantizers():
+    for fmt in ("int8", "fp8", "fp8_block128"):
+        f = get_format(fmt)
+        for m, k in [(1, 128), (17, 1536), (257, 1280), (1000, 5120), (33, 13824), (9, 20480), (5, 100)]:
+            if fmt == "fp8_block128" and k % 128:
+                continue
+            for dtype in (torch.bfloat16, torch.float16, torch.float32):
+                x = xin(m, k, dtype)
+                poison()
+                got, want = triton_quant.quantize(x, fmt), f.quantize_activation(x)
+                same = (got.data.view(torch.uint8) == want.data.view(torch.uint8)).float().mean().item()
+                serr = ((got.scale - want.scale).abs() / want.scale).max().item()
+                check(same > 0.9999 and serr < 1e-6 and got.scale.shape == want.scale.shape,
+                      f"quant {fmt:13s} {m}x{k} {str(dtype)[6:]}: identical codes {same:.6f}, scale max rel diff {serr:.1e}")
+
+
+def check_linears():
+    shapes = [(1, 256, 384), (17, 1280, 1000), (257, 1280, 5120), (512, 4096, 4096), (300, 8960, 1536),
+              (4096, 5120, 13824), (2000, 13824, 5120)]
+    for kname in ("torch", "triton"):
+        for fmt in ("int8", "fp8", "fp8_block128"):
+            f = get_format(fmt)
+            av = availability(kname, fmt, torch.device("cuda"))
+            if av.status != "native":
+                check(False, f"{kname}/{fmt}: not native here: {av.reason}")
+                continue
+            variants = [True, False] if (kname, fmt) == ("triton", "fp8_block128") else [None]
+            for fused in variants:
+                if fused is not None:
+                    tk.FUSED_BLOCK128_QUANT = fused
+                for (m, k, n) in shapes:
+                    for dtype in ((torch.bfloat16, torch.float16) if m == 257 else (torch.bfloat16,)):
+                        x = xin(m, k, dtype)
+                        wq = f.quantize_weight(torch.randn(n, k, device="cuda") * k ** -0.5)
+                        b = torch.randn(n, device="cuda", dtype=dtype)
+                        ref = reference.linear(x, wq, b, f)
+                        poison()
+                        try:
+                            y = KERNELS[kname].linear(x, wq, b, f)
+                            torch.cuda.synchronize()
+                            e = rel(y, ref)
+                            ok = e < 1e-2 and y.dtype == dtype and y.shape == (m, n)
+                        except Exception as ex:  # noqa: BLE001
+                            e, ok = repr(ex)[:300], False
+                        tag = "" if fused is None else (" fused-quant" if fused else " separate-quant")
+                        check(ok, f"linear {kname}/{fmt}{tag} {m}x{k}x{n} {str(dtype)[6:]}: rel err vs reference {e}")
+            tk.FUSED_BLOCK128_QUANT = True
+
+
+def check_compile():
+    from quant.linear import QuantLinear
+
+    for fmt in ("int8", "fp8", "fp8_block128"):
+        lin = torch.nn.Linear(1280, 1280, device="cuda", dtype=torch.bfloat16)
+        q = QuantLinear.from_float(lin, get_format(fmt), "triton")
+        x = xin(300, 1280)
+        try:
+            cq = torch.compile(q, fullgraph=True)
+            e = rel(cq(x), q(x))
+            check(e < 1e-3, f"torch.compile(fullgraph=True) triton/{fmt}: rel diff eager vs compiled {e:.1e}")
+        except Exception as ex:  # noqa: BLE001
+            check(False, f"torch.compile triton/{fmt}: {repr(ex)[:300]}")
+
+
+def quick_timing():
+    from triton.testing import do_bench
+
+    from quant.kernels import triton_gemm
+
+    def t(fn):
+        return do_bench(fn, warmup=50, rep=200, return_mode="median")
+
+    print("\nshape | what | ms | x bf16")
+    for (m, k, n) in [(32760, 5120, 5120), (32760, 5120, 13824), (32760, 13824, 5120), (512, 4096, 4096)]:
+        x = xin(m, k)
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * k ** -0.5
+        b = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+        base = t(lambda: F.linear(x, w, b))
+        res = {"bf16 F.linear": base}
+        for fmt in ("int8", "fp8", "fp8_block128"):
+            f = get_format(fmt)
+            wq = f.quantize_weight(w)
+            xq = triton_quant.quantize(x, fmt)
+            res[f"quantizer {fmt}"] = t(lambda: triton_quant.quantize(x, fmt))
+            res[f"triton gemm {fmt} (pre-quantized A)"] = t(lambda: triton_gemm.w8a8_gemm(
+                xq.data, xq.scale, wq.data, wq.scale, b, x.dtype, grouped=fmt == "fp8_block128"))
+            if fmt == "fp8_block128":
+                res["triton gemm b128 fused-quant"] = t(lambda: triton_gemm.w8a8_gemm(
+                    x, None, wq.data, wq.scale, b, x.dtype, grouped=True, a_fused=True))
+            for kname in ("triton", "torch"):
+                res[f"linear {kname}/{fmt}"] = t(lambda: KERNELS[kname].linear(x, wq, b, f))
+        xq8, wq8 = triton_quant.quantize(x, "fp8"), get_format("fp8").quantize_weight(w)
+        sb8 = wq8.scale.t().contiguous()
+        res["cuBLAS fp8 rowwise GEMM alone"] = t(lambda: torch._scaled_mm(
+            xq8.data, wq8.data.t(), scale_a=xq8.scale, scale_b=sb8, bias=b, out_dtype=torch.bfloat16))
+        for kk, v in res.items():
+            print(f"{m},{k},{n} | {kk} | {v:.3f} | {base / v:.2f}x", flush=True)
+        print("best configs:", {str(key)[:60]: str(c) for key, c in triton_gemm._w8a8_kernel.cache.items()
+                                if str(n) in str(key)})
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick-timing", action="store_true")
+    a = ap.parse_args()
+    import triton
+
+    print(f"device {torch.cuda.get_device_name()} cc {torch.cuda.get_device_capability()} torch {torch.__version__} "
+          f"triton {triton.__version__} cuda {torch.version.cuda}")
+    torch.manual_seed(0)
+    check_quantizers()
+    check_linears()
+    check_compile()
+    if a.quick_timing:
+        quick_timing()
+    print(f"\n{len(FAILS)} failure(s)")
+    for f in FAILS:
+        print("FAIL", f)
+    sys.exit(1 if FAILS else 0)

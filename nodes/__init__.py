@@ -1,0 +1,18 @@
+"""The pack's ComfyUI nodes: one class per file, registered here."""
+from .load_clip_vision import LoadQuantizedCLIP
+from .load_dit import LoadQuantizedDiT
+from .load_t5 import LoadQuantizedT5
+from .sample import QuantizedSample
+
+NODE_CLASS_MAPPINGS = {
+    "LoadQuantizedDiT": LoadQuantizedDiT,
+    "LoadQuantizedT5": LoadQuantizedT5,
+    "LoadQuantizedCLIP": LoadQuantizedCLIP,
+    "QuantizedSample": QuantizedSample,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LoadQuantizedDiT": "Load Quantized DiT",
+    "LoadQuantizedT5": "Load Quantized T5",
+    "LoadQuantizedCLIP": "Load Quantized CLIP",
+    "QuantizedSample": "Sample",
+}

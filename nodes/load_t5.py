@@ -1,0 +1,110 @@
+"""Load Quantized T5: umT5-XXL (Wan) or T5-XXL text encoders -> CLIP with real low-precision matmuls."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+
+import comfy.sd
+import comfy.text_encoders.genmo
+import comfy.text_encoders.pixart_t5
+import comfy.text_encoders.sd3_clip
+import comfy.text_encoders.wan
+import comfy.utils
+import folder_paths
+import torch
+
+from ..quant.schemes import names
+from .common import (
+    CATEGORY,
+    DTYPES,
+    check_family,
+    model_files,
+    model_path,
+    read_checkpoint,
+    resolve_scheme,
+)
+from .keymap import t5_to_comfy
+from .ops import make_ops
+
+log = logging.getLogger(__name__)
+
+NODE = "Load Quantized T5"
+# encoder type -> (text encoder class factory, tokenizer, model name used by model_options overrides)
+TYPES = {
+    "wan": (comfy.text_encoders.wan.te, comfy.text_encoders.wan.WanT5Tokenizer, "umt5xxl"),
+    "sd3": (lambda: comfy.text_encoders.sd3_clip.sd3_clip(clip_l=False, clip_g=False, t5=True),
+            comfy.text_encoders.sd3_clip.SD3Tokenizer, "t5xxl"),
+    "mochi": (comfy.text_encoders.genmo.mochi_te, comfy.text_encoders.genmo.MochiT5Tokenizer, "t5xxl"),
+    "pixart": (comfy.text_encoders.pixart_t5.pixart_te, comfy.text_encoders.pixart_t5.PixArtTokenizer, "t5xxl"),
+}
+_BLOCK = "encoder.block.{}.layer.{}."
+
+
+def t5_config(sd: dict) -> dict:
+    """The T5 config read off the tensor shapes (so any size loads, not only the XXL ones ComfyUI detects)."""
+    layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.block."))
+    att, ff = _BLOCK.format(0, 0) + "SelfAttention.", _BLOCK.format(0, 1) + "DenseReluDense."
+    heads = sd[att + "relative_attention_bias.weight"].shape[1]
+    wi = sd.get(ff + "wi_0.weight", sd.get(ff + "wi.weight"))
+    return {"num_layers": layers, "d_model": sd["shared.weight"].shape[1], "vocab_size": sd["shared.weight"].shape[0],
+            "num_heads": heads, "d_kv": sd[att + "q.weight"].shape[0] // heads, "d_ff": wi.shape[0]}
+
+
+def _spiece(sd: dict, path: str):
+    """umT5's sentencepiece model: inside the file (`spiece_model`) or a *.model file beside it."""
+    if "spiece_model" in sd:
+        return sd.pop("spiece_model")
+    here = os.path.dirname(path)
+    found = sorted(glob.glob(os.path.join(here, "*.model")) + glob.glob(os.path.join(here, "**", "spiece.model"), recursive=True))
+    if not found:
+        raise ValueError(f"{NODE}: {os.path.basename(path)} has no umT5 tokenizer: it holds no 'spiece_model' "
+                         f"tensor and no spiece.model lies beside it")
+    with open(found[0], "rb") as f:
+        return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+
+
+class LoadQuantizedT5:
+    """umT5 / T5 encoder built by ComfyUI, its attention and FFN linears in the chosen quant_scheme."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {
+            "clip_name": (model_files("text_encoders"),),
+            "type": (list(TYPES), {"default": "wan", "tooltip": "wan = umT5-XXL; the others = T5-XXL"}),
+            "quant_scheme": (names("quant_scheme"), {"default": "auto"}),
+            "dtype": (list(DTYPES), {"default": "default", "tooltip": "dtype of the layers kept unquantized"}),
+        }}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Load a umT5/T5 text encoder whose linears run in int8 or fp8."
+
+    def load(self, clip_name: str, type: str, quant_scheme: str, dtype: str) -> tuple:
+        path = model_path("text_encoders", clip_name)
+        sd, det, _ = read_checkpoint(path)
+        sd = t5_to_comfy(sd)
+        family = check_family(sd, ("wan_t5",), NODE, clip_name)
+        resolved = resolve_scheme(quant_scheme, "quant_scheme", det)
+        factory, tokenizer, model_name = TYPES[type]
+        tokenizer_data = {"spiece_model": _spiece(sd, path)} if type == "wan" else {}
+        options = {f"{model_name}_model_config": t5_config(sd)}
+        if DTYPES[dtype] is not None:
+            options["dtype"] = DTYPES[dtype]
+        if resolved.scheme.quantized:
+            options["custom_operations"] = make_ops(resolved, family)
+        target = type_target(factory, tokenizer)
+        clip = comfy.sd.CLIP(target, embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                             parameters=comfy.utils.calculate_parameters(sd), tokenizer_data=tokenizer_data,
+                             state_dict=[sd], model_options=options)
+        log.info("[quantized] %s: %s file (%s), running %s", clip_name, det.layout, det.format or "float",
+                     resolved.label)
+        return (clip,)
+
+
+def type_target(factory, tokenizer) -> object:
+    """The clip_target object comfy.sd.CLIP expects (clip class, tokenizer class, params)."""
+    target = type("ClipTarget", (), {})()
+    target.clip, target.tokenizer, target.params = factory(), tokenizer, {}
+    return target

@@ -1,0 +1,188 @@
+"""The bridge: a comfy.ops operations class whose Linear holds quant/ storage and runs quant.linear.
+
+Which Linear is quantized is decided while loading, from its state-dict key and the model family
+(quant.layers.should_quantize); the others stay float and behave exactly like comfy's manual_cast.
+Weights and scales travel together: the weight through comfy's cast_bias_weight (kept in its own
+dtype, so offload/low-VRAM streaming works), the scales moved to the input's device in forward.
+LoRA: convert_weight/set_weight (merged: dequantize -> patch -> requantize with the same scales,
+since ComfyUI backs up only `weight`) and weight_function patches applied to the dequantized weight.
+"""
+from __future__ import annotations
+
+import inspect
+from collections import Counter
+
+import comfy.float
+import comfy.model_patcher
+import comfy.ops
+import torch
+from torch import Tensor
+
+from ..quant.formats import QTensor, QuantFormat
+from ..quant.layers import ModelFamily, should_quantize
+from ..quant.linear import normalize_state_dict, quantized_linear
+from ..quant.requant import requantize_like
+from ..quant.schemes import Resolved
+
+# Kernel label -> forward calls since the last reset (read and reset by the Sample node).
+RAN: Counter = Counter()
+
+_NEW_CAST = "offloadable" in inspect.signature(comfy.ops.cast_bias_weight).parameters
+# ComfyUI <= 0.3.x: LowVramPatch itself calls convert_weight/set_weight on the raw stored tensor.
+_PATCH_SEES_STORAGE = "convert_func(" in inspect.getsource(comfy.model_patcher.LowVramPatch.__call__)
+_QUANT_KEYS = ("weight", "weight_scale", "weight_global_scale")
+
+
+def _cast(s: torch.nn.Module, x: Tensor, dtype: torch.dtype):
+    """comfy's cast_bias_weight with the weight kept in `dtype`; returns (weight, bias, offload_stream)."""
+    if _NEW_CAST:
+        return comfy.ops.cast_bias_weight(s, x, dtype=dtype, bias_dtype=x.dtype, offloadable=True)
+    w, b = comfy.ops.cast_bias_weight(s, x, dtype=dtype, bias_dtype=x.dtype)
+    return w, b, None
+
+
+def _uncast(s: torch.nn.Module, w: Tensor, b: Tensor | None, stream) -> None:
+    if stream is not None and hasattr(comfy.ops, "uncast_bias_weight"):
+        comfy.ops.uncast_bias_weight(s, w, b, stream)
+
+
+class BridgeLinear(comfy.ops.manual_cast.Linear):
+    """Linear that becomes quantized on load when its key is one the family quantizes."""
+
+    fmt: QuantFormat = None
+    kernel: str = None
+    family: ModelFamily = None
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
+        torch.nn.Module.__init__(self)
+        self.in_features, self.out_features, self.compute_dtype = in_features, out_features, dtype
+        # No float allocation: the real weight (float or quantized) arrives in _load_from_state_dict.
+        self.weight = torch.nn.Parameter(torch.empty((out_features, in_features), device="meta", dtype=dtype),
+                                         requires_grad=False)
+        self.bias = torch.nn.Parameter(torch.empty(out_features, device=device, dtype=dtype),
+                                       requires_grad=False) if bias else None
+        self.register_buffer("weight_scale", None)
+        self.register_buffer("weight_global_scale", None)
+
+    @property
+    def quantized(self) -> bool:
+        return self.weight_scale is not None
+
+    def _load_from_state_dict(self, sd, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        wkey = prefix + "weight"
+        if wkey in sd:
+            if self.fmt is not None and self.family is not None and should_quantize(self.family, wkey):
+                self._take_quantized(sd, prefix)
+            else:
+                self._take_float(sd, prefix)
+        super()._load_from_state_dict(sd, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        for k in _QUANT_KEYS:
+            if prefix + k in missing_keys and (k == "weight" or self.quantized):
+                missing_keys.remove(prefix + k)
+        for name, t in (("weight", self.weight), ("weight_scale", self.weight_scale),
+                        ("weight_global_scale", self.weight_global_scale)):
+            if t is not None:
+                setattr(self, name + "_comfy_model_dtype", t.dtype)
+
+    def _take_quantized(self, sd: dict, prefix: str) -> None:
+        """Quantize a float weight (or check a stored one) and keep it with its scales."""
+        normalize_state_dict(sd, prefix, self.fmt, self.in_features, self.out_features)
+        self.weight = torch.nn.Parameter(sd.pop(prefix + "weight"), requires_grad=False)
+        self.weight_scale = sd.pop(prefix + "weight_scale")
+        self.weight_global_scale = sd.pop(prefix + "weight_global_scale", None)
+
+    def _take_float(self, sd: dict, prefix: str) -> None:
+        """A layer the family keeps float; a stored quantized one is dequantized (needs the format)."""
+        w = sd.pop(prefix + "weight")
+        scale = sd.pop(prefix + "weight_scale", None)
+        if scale is not None:
+            if self.fmt is None:
+                raise ValueError(f"'{prefix}weight' is quantized but no quantized format was chosen")
+            q = QTensor(w, scale, sd.pop(prefix + "weight_global_scale", None))
+            w = self.fmt.dequantize_weight(q, self.compute_dtype or torch.float32)
+        elif self.compute_dtype is not None:
+            w = w.to(self.compute_dtype)
+        self.weight = torch.nn.Parameter(w, requires_grad=False)
+
+    def _scales(self, device) -> QTensor:
+        gs = None if self.weight_global_scale is None else self.weight_global_scale.to(device, non_blocking=True)
+        return QTensor(None, self.weight_scale.to(device, non_blocking=True), gs)
+
+    def forward_comfy_cast_weights(self, input: Tensor, *args, **kwargs) -> Tensor:
+        if not self.quantized:
+            return super().forward_comfy_cast_weights(input, *args, **kwargs)
+        fns, lowvram = self.weight_function, getattr(self, "weight_lowvram_function", None)
+        self.weight_function, self.weight_lowvram_function = [], None  # keep patches off the raw storage
+        try:
+            w, b, stream = _cast(self, input, self.weight.dtype)
+        finally:
+            self.weight_function, self.weight_lowvram_function = fns, lowvram
+        q = self._scales(input.device)
+        q.data = w
+        if fns or lowvram is not None:
+            q = self._patched(q, [f for f in (lowvram, *fns) if f is not None])
+        out = quantized_linear(input, q, b, self.fmt, self.kernel)
+        _uncast(self, w, b, stream)
+        RAN[_label(self.fmt, self.kernel, input.device)] += 1
+        return out
+
+    def _patched(self, q: QTensor, fns: list) -> QTensor:
+        """Apply unmerged (low-VRAM) LoRA patches on the dequantized weight, then quantize afresh."""
+        if _PATCH_SEES_STORAGE:
+            data = q.data
+            for f in fns:
+                data = f(data).to(q.data.dtype)
+            return QTensor(data, q.scale, q.global_scale)
+        wf = self.fmt.dequantize_weight(q, torch.float32)
+        for f in fns:
+            wf = f(wf)
+        return self.fmt.quantize_weight(wf)
+
+    def convert_weight(self, weight: Tensor, inplace: bool = False, **kwargs) -> Tensor:
+        """ModelPatcher hook: a copy of the stored weight (cast to float) -> the real float weight."""
+        if not self.quantized:
+            return weight
+        q = self._scales(weight.device)
+        q.data = weight.to(self.weight.dtype)
+        dtype = weight.dtype if weight.dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float32
+        return self.fmt.dequantize_weight(q, dtype)
+
+    def set_weight(self, weight: Tensor, inplace_update: bool = False, seed: int | None = None,
+                   return_weight: bool = False, **kwargs) -> Tensor | None:
+        """ModelPatcher hook: store a patched float weight (requantized against the current scales)."""
+        if self.quantized:
+            q = self._scales(weight.device)
+            q.data = self.weight
+            new = requantize_like(self.fmt, weight, q).data.to(self.weight.device)
+        else:
+            new = comfy.float.stochastic_rounding(weight, self.weight.dtype, seed=seed).to(self.weight.device)
+        if return_weight:
+            return new
+        if inplace_update:
+            self.weight.data.copy_(new)
+        else:
+            self.weight = torch.nn.Parameter(new, requires_grad=False)
+        return None
+
+    def extra_repr(self) -> str:
+        kind = f"{self.fmt.name}/{self.kernel}" if self.quantized else "float"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {kind}"
+
+
+def _label(fmt: QuantFormat, kernel: str, device: torch.device) -> str:
+    label = f"{fmt.name}/{kernel}"
+    return label if device.type == "cuda" else f"{label} (reference math on {device.type})"
+
+
+_CACHE: dict = {}
+
+
+def make_ops(resolved: Resolved, family: ModelFamily) -> type:
+    """The operations class for a resolved scheme and model family (one class per combination)."""
+    key = (resolved.scheme.format_name, resolved.kernel, family.name)
+    if key not in _CACHE:
+        fmt = resolved.scheme.format if resolved.scheme.quantized else None
+        name = f"{fmt.name if fmt else 'float'}_{resolved.kernel}_{family.name}"
+        linear = type("Linear", (BridgeLinear,), {"fmt": fmt, "kernel": resolved.kernel, "family": family})
+        _CACHE[key] = type(f"QuantOps_{name}", (comfy.ops.manual_cast,), {"Linear": linear})
+    return _CACHE[key]

@@ -1,0 +1,69 @@
+"""Sample: ComfyUI's own KSampler (every sampler and scheduler) plus a report of speed, memory and kernels."""
+from __future__ import annotations
+
+import logging
+import time
+
+import comfy.model_management
+import comfy.samplers
+import torch
+
+import nodes as comfy_nodes
+
+from .common import CATEGORY
+from .ops import RAN
+
+log = logging.getLogger(__name__)
+
+
+def _peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+
+
+def report(per_step: float, peak_gib: float, kernels: dict) -> str:
+    """One line: seconds per step (model loading included), peak VRAM, the kernels that ran (calls each)."""
+    ran = ", ".join(f"{k} x{n}" for k, n in sorted(kernels.items())) or "none (unquantized)"
+    return f"{per_step:.3f} s/step, peak VRAM {peak_gib:.2f} GiB, kernels: {ran}"
+
+
+class QuantizedSample:
+    """KSampler with a report; works with any MODEL (quantized or not)."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {
+            "model": ("MODEL",),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+            "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+            "sampler_name": (comfy.samplers.KSampler.SAMPLERS,),
+            "scheduler": (comfy.samplers.KSampler.SCHEDULERS,),
+            "positive": ("CONDITIONING",),
+            "negative": ("CONDITIONING",),
+            "latent_image": ("LATENT",),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+        }}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "KSampler that reports seconds per step, peak VRAM and which quantized kernels ran."
+
+    def sample(self, model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+               positive, negative, latent_image: dict, denoise: float = 1.0) -> dict:
+        device = comfy.model_management.get_torch_device()
+        _peak_reset(device)
+        RAN.clear()
+        start = time.perf_counter()
+        (latent,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive,
+                                                negative, latent_image, denoise=denoise)
+        per_step, peak, kernels = (time.perf_counter() - start) / max(steps, 1), _peak_gib(device), dict(RAN)
+        text = report(per_step, peak, kernels)
+        log.info("[quantized] Sample: %s", text)
+        ui = {"text": [text], "seconds_per_step": [per_step], "peak_vram_gb": [peak], "kernels": sorted(kernels)}
+        return {"ui": ui, "result": (latent,)}

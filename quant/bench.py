@@ -1,0 +1,481 @@
+"""Speed and error of every available mm_type vs bf16 F.linear on given shapes (`python -m quant.bench`).
+
+    python -m quant.bench [--shapes wan14b|wan1.3b|small|t5xxl|clip-h|M,K,N ...] [--mm-type all|NAME ...]
+                          [--peers/--no-peers] [--block] [--json PATH]
+
+Every figure is measured in this process: the bf16 baseline (F.linear with bias) is timed beside each
+method on the same inputs. Inputs carry outlier channels; errors are ||y - ref|| / ||ref|| against an
+fp32 reference of the unquantized layer. On CUDA, times are triton.testing.do_bench medians over
+rotating input buffers (several copies of x and of the layer when they would fit in L2); on the CPU
+(tests) a plain median of wall-clock runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+PRESETS: dict[str, list[tuple[int, int, int]]] = {
+    "wan14b": [(32760, 5120, 5120), (32760, 5120, 13824), (32760, 13824, 5120)],
+    "wan1.3b": [(32760, 1536, 1536), (32760, 1536, 8960), (32760, 8960, 1536)],
+    "small": [(512, 4096, 4096)],
+    "t5xxl": [(512, 4096, 4096), (512, 4096, 10240), (512, 10240, 4096)],
+    "clip-h": [(257, 1280, 1280), (257, 1280, 5120), (257, 5120, 1280)],
+}
+DEFAULT_SHAPES = ["wan14b", "wan1.3b", "small"]
+BASELINE = "bf16 F.linear"
+
+
+@dataclass
+class Row:
+    """One line of the table: a method on a shape."""
+
+    shape: str
+    method: str
+    kernel: str
+    ms: Optional[float] = None
+    ratio: Optional[float] = None  # bf16 time / this time (>1 = faster than bf16)
+    tflops: Optional[float] = None
+    rel_err: Optional[float] = None
+    w_bytes: Optional[float] = None  # weight bytes (with scales) / bf16 weight bytes
+    note: str = ""
+
+
+@dataclass
+class Report:
+    device: str
+    torch: str
+    triton: str
+    command: str
+    date: str
+    rows: list = field(default_factory=list)
+    block: list = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- arguments, shapes, table
+
+def parse_shapes(items: list[str]) -> list[tuple[int, int, int]]:
+    """Preset names and 'M,K,N' triples -> list of (M, K, N), duplicates dropped, order kept."""
+    out: list[tuple[int, int, int]] = []
+    for item in items:
+        if item in PRESETS:
+            shapes = PRESETS[item]
+        else:
+            parts = item.replace("x", ",").split(",")
+            if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+                raise argparse.ArgumentTypeError(
+                    f"bad shape {item!r}: use M,K,N (positive integers) or one of {', '.join(PRESETS)}")
+            shapes = [tuple(int(p) for p in parts)]
+        out += [s for s in shapes if s not in out]
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m quant.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, metavar="SHAPE",
+                   help=f"presets ({', '.join(PRESETS)}) or M,K,N; default: {' '.join(DEFAULT_SHAPES)}")
+    p.add_argument("--mm-type", nargs="+", default=["all"], metavar="NAME",
+                   help="mm_type names (quant.schemes.MM_TYPES) or 'all' (one name per format/kernel pair)")
+    p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time torchao (compiled) and comfy-kitchen when importable")
+    p.add_argument("--block", action="store_true", help="also time a whole Wan 2.1-14B transformer block")
+    p.add_argument("--block-tokens", type=int, default=32760, help="M of the --block run")
+    p.add_argument("--rep-ms", type=float, default=300.0, help="do_bench repetition time per method (ms)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    return p
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    try:
+        args.shape_list = parse_shapes(args.shapes)
+    except argparse.ArgumentTypeError as e:
+        build_parser().error(str(e))
+    args.mm_types = select_mm_types(args.mm_type)
+    return args
+
+
+def select_mm_types(names: list[str]) -> list[str]:
+    """Expand 'all' to one name per (format, kernel) pair of MM_TYPES; check explicit names."""
+    from .schemes import MM_TYPES
+
+    out: list[str] = []
+    seen = set()
+    for name in names:
+        if name == "all":  # short names first: the long LightX2V seed names alias them
+            for n, s in sorted(MM_TYPES.items(), key=lambda kv: kv[0].startswith("W-")):
+                key = (s.format_name, s.kernel)
+                if s.quantized and key not in seen and (s.kernel is not None or s.format_name in ("mxfp8", "nvfp4")):
+                    seen.add(key)
+                    out.append(n)
+        elif name not in MM_TYPES or not MM_TYPES[name].quantized:
+            raise SystemExit(f"unknown or unquantized mm_type {name!r}; valid: "
+                             + ", ".join(n for n, s in MM_TYPES.items() if s.quantized))
+        elif name not in out:
+            out.append(name)
+    # the emulated/short duplicates ("mxfp8" == "mxfp8-torch") run once
+    return [n for i, n in enumerate(out) if _key(n) not in {_key(m) for m in out[:i]}]
+
+
+def _key(name: str):
+    from .schemes import MM_TYPES
+
+    s = MM_TYPES[name]
+    return (s.format_name, s.kernel or "torch")
+
+
+def _fmt(v: Optional[float], spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+HEADER = ("shape (M,K,N)", "method", "kernel", "ms", "x bf16", "TFLOP/s", "rel err", "w bytes", "note")
+
+
+def format_table(rows: list[Row]) -> str:
+    """Markdown table of the rows (one header)."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for r in rows:
+        cells = (r.shape, r.method, r.kernel, _fmt(r.ms, ".3f"), _fmt(r.ratio, ".2f") + ("x" if r.ratio else ""),
+                 _fmt(r.tflops, ".0f"), _fmt(r.rel_err, ".2e"), _fmt(r.w_bytes, ".3f"), r.note)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_block(rows: list[dict]) -> str:
+    head = ("method", "block ms", "x bf16", "linears ms", "attention ms", "other ms", "linear share")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join((r["method"], _fmt(r["block_ms"], ".2f"), _fmt(r["ratio"], ".3f") + "x",
+                                         _fmt(r["linear_ms"], ".2f"), _fmt(r["attn_ms"], ".2f"),
+                                         _fmt(r["other_ms"], ".2f"), _fmt(r["linear_share"], ".0%"))) + " |")
+    return "\n".join(lines)
+
+
+def shape_label(m: int, k: int, n: int) -> str:
+    return f"{m},{k},{n}"
+
+
+# ----------------------------------------------------------------------------- timing and inputs
+
+def make_timer(device: torch.device, rep_ms: float) -> Callable[[Callable[[], object]], float]:
+    """Median milliseconds of fn(): do_bench on CUDA, wall clock on the CPU."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        return lambda fn: do_bench(fn, warmup=max(25, rep_ms / 4), rep=rep_ms, return_mode="median")
+
+    def cpu_time(fn):
+        fn()
+        ts = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(ts)
+
+    return cpu_time
+
+
+def outlier_input(m: int, k: int, device, dtype=torch.bfloat16, gen=None) -> torch.Tensor:
+    """Activations with a few outlier channels (x20), like real DiT / T5 hidden states."""
+    x = torch.randn(m, k, device=device, generator=gen)
+    idx = torch.randperm(k, device=device, generator=gen)[: max(1, k // 100)]
+    x[:, idx] *= 20.0
+    return x.to(dtype)
+
+
+def rotation_count(device: torch.device, bytes_per_set: int) -> int:
+    """How many input/weight copies to rotate through so repeated calls don't run from L2."""
+    if device.type != "cuda":
+        return 1
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 << 20)
+    return max(1, min(8, math.ceil(3 * l2 / max(bytes_per_set, 1))))
+
+
+def rotating(fns: list[Callable[[], object]]) -> Callable[[], object]:
+    state = [0]
+
+    def call():
+        state[0] = (state[0] + 1) % len(fns)
+        return fns[state[0]]()
+
+    return call
+
+
+def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
+    y = y.float()
+    if not torch.isfinite(y).all():
+        return float("nan")
+    return ((y - ref).norm() / ref.norm().clamp(min=1e-30)).item()
+
+
+def weight_bytes_ratio(q: nn.Module) -> float:
+    """Bytes of the stored weight + scales over bf16 weight bytes."""
+    total = q.weight.numel() * q.weight.element_size() + q.weight_scale.numel() * q.weight_scale.element_size()
+    if getattr(q, "weight_global_scale", None) is not None:
+        total += q.weight_global_scale.numel() * q.weight_global_scale.element_size()
+    return total / (q.in_features * q.out_features * 2)
+
+
+# ----------------------------------------------------------------------------- methods
+
+def _copies(lin: nn.Linear, r: int) -> list[nn.Linear]:
+    out = [lin]
+    for _ in range(r - 1):
+        c = nn.Linear(lin.in_features, lin.out_features, device=lin.weight.device, dtype=lin.weight.dtype)
+        c.weight.data.copy_(lin.weight.data)
+        c.bias.data.copy_(lin.bias.data)
+        out.append(c)
+    return out
+
+
+def peer_methods(device: torch.device) -> list[tuple[str, str, Callable[[nn.Linear], Callable]]]:
+    """(name, kernel label, build(linear) -> fn(x)) for the peers importable here (CUDA only)."""
+    if device.type != "cuda":
+        return []
+    peers = []
+    try:
+        import torchao  # noqa: F401
+        from torchao.quantization import (Float8DynamicActivationFloat8WeightConfig,
+                                          Int8DynamicActivationInt8WeightConfig, PerRow, quantize_)
+
+        def torchao_build(cfg_fn):
+            def build(lin):
+                mod = nn.Sequential(_copies(lin, 2)[1])
+                quantize_(mod, cfg_fn())
+                return torch.compile(mod)
+            return build
+
+        peers.append(("torchao int8 dyn (compiled)", f"torchao {torchao.__version__}",
+                      torchao_build(Int8DynamicActivationInt8WeightConfig)))
+        peers.append(("torchao fp8 rowwise (compiled)", f"torchao {torchao.__version__}",
+                      torchao_build(lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))))
+    except Exception as e:  # noqa: BLE001 - any import problem means "not importable here"
+        print(f"# torchao not importable: {type(e).__name__}: {e}", file=sys.stderr)
+    try:
+        import comfy_kitchen as ck
+        from importlib.metadata import version as _v
+
+        label = f"comfy-kitchen {_v('comfy-kitchen')}"
+
+        def ck_int8(lin):
+            from .formats import get_format
+
+            q = get_format("int8").quantize_weight(lin.weight.detach())
+            w, s, b = q.data, q.scale, lin.bias.detach()
+            return lambda x: ck.int8_linear(x, w, s, b, out_dtype=x.dtype)
+
+        def ck_fp8(lin):  # ComfyUI core's fp8 recipe: per-tensor weight scale, input scale 1
+            wf = lin.weight.detach().float()
+            ws = (wf.abs().amax() / 448.0).reshape(())
+            w8 = (wf / ws).clamp(-448, 448).to(torch.float8_e4m3fn)
+            one = torch.ones((), device=wf.device)
+            b = lin.bias.detach()
+
+            def fn(x):
+                x8 = ck.quantize_per_tensor_fp8(x, one)
+                return torch._scaled_mm(x8, w8.t(), scale_a=one, scale_b=ws, bias=b, out_dtype=x.dtype)
+            return fn
+
+        peers.append(("comfy-kitchen int8 W8A8 (core)", label, ck_int8))
+        peers.append(("comfy-kitchen fp8 per-tensor, input scale 1 (core)", label, ck_fp8))
+    except Exception as e:  # noqa: BLE001
+        print(f"# comfy-kitchen not importable: {type(e).__name__}: {e}", file=sys.stderr)
+    return peers
+
+
+def bench_shape(m: int, k: int, n: int, mm_types: list[str], device: torch.device, timer, peers) -> list[Row]:
+    """All rows of one shape: the bf16 baseline first, then each mm_type, then each peer."""
+    import torch.nn.functional as F
+
+    from .kernels import EMULATED, availability
+    from .linear import QuantLinear
+    from .schemes import resolve
+
+    label = shape_label(m, k, n)
+    gen = torch.Generator(device=device).manual_seed(m * 31 + k * 7 + n)
+    lin = nn.Linear(k, n, device=device, dtype=torch.bfloat16)
+    with torch.no_grad():
+        lin.weight.normal_(0, k ** -0.5, generator=gen)
+        lin.bias.normal_(0, 0.1, generator=gen)
+    r = rotation_count(device, m * k * 2 + n * k * 2)
+    xs = [outlier_input(m, k, device, gen=gen) for _ in range(r)]
+    lins = _copies(lin, r)
+    ref = torch.addmm(lin.bias.float(), xs[0].float(), lin.weight.float().t())
+    flops = 2.0 * m * n * k
+    rows = []
+
+    def measure(method, kernel, fns, w_bytes=None, note=""):
+        with torch.no_grad():
+            err = rel_err(fns[0](xs[0]), ref)
+            ms = timer(rotating([lambda x=x, f=f: f(x) for x, f in zip(xs, fns)]))
+        base = rows[0].ms if rows else ms
+        rows.append(Row(label, method, kernel, ms, base / ms, flops / ms / 1e9, err, w_bytes, note))
+
+    measure(BASELINE, "cuBLAS" if device.type == "cuda" else "torch", [
+        (lambda x, l=l: F.linear(x, l.weight, l.bias)) for l in lins], 1.0)
+    for name in mm_types:
+        try:
+            res = resolve(name, device=device)
+            status = availability(res.kernel, res.scheme.format_name, device).status
+            qs = [QuantLinear.from_float(l, res.scheme.format, res.kernel) for l in lins]
+            measure(name, res.kernel, qs, weight_bytes_ratio(qs[0]),
+                    "emulated: dequantize + fp32 matmul" if status == EMULATED else "")
+            del qs
+        except Exception as e:  # noqa: BLE001 - a kernel that cannot run is reported, not fatal
+            rows.append(Row(label, name, "—", note=f"not verified: {type(e).__name__}: {str(e)[:120]}"))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    for pname, plabel, build in peers:
+        try:
+            fns = [build(l) for l in lins]
+            measure(pname, plabel, fns, note="x rotated" if r > 1 else "")
+            del fns
+        except Exception as e:  # noqa: BLE001
+            rows.append(Row(label, pname, plabel, note=f"not verified: {type(e).__name__}: {str(e)[:120]}"))
+    return rows
+
+
+# ----------------------------------------------------------------------------- Wan 2.1-14B block
+
+class WanBlock(nn.Module):
+    """One Wan 2.1 transformer block at real shapes (RoPE left out): adaLN modulation, self-attention
+    with RMS-normed q/k, cross-attention to the text tokens, GELU(tanh) FFN; SDPA attention."""
+
+    LINEARS = ("sq", "sk", "sv", "so", "cq", "ck", "cv", "co", "f0", "f2")
+
+    def __init__(self, dim=5120, heads=40, ffn=13824, device=None, dtype=torch.bfloat16):
+        super().__init__()
+        self.dim, self.heads = dim, heads
+        for nm in self.LINEARS:
+            i, o = (ffn, dim) if nm == "f2" else (dim, ffn) if nm == "f0" else (dim, dim)
+            lin = nn.Linear(i, o, device=device, dtype=dtype)
+            with torch.no_grad():
+                lin.weight.normal_(0, i ** -0.5)
+                lin.bias.normal_(0, 0.02)
+            setattr(self, nm, lin)
+        self.norms = nn.Parameter(torch.ones(4, dim, device=device, dtype=dtype), requires_grad=False)
+        self.modulation = nn.Parameter(torch.randn(6, dim, device=device, dtype=dtype) * 0.02, requires_grad=False)
+
+    def _heads(self, t):
+        return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def _rms(self, t, i):
+        return torch.nn.functional.rms_norm(t, (self.dim,), self.norms[i], eps=1e-6)
+
+    def attn(self, q, k, v):
+        o = torch.nn.functional.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
+        return o.transpose(1, 2).flatten(2)
+
+    def forward(self, x, ctx):
+        F = torch.nn.functional
+        sh1, sc1, g1, sh2, sc2, g2 = self.modulation.unbind(0)
+        h = F.layer_norm(x, (self.dim,), eps=1e-6) * (1 + sc1) + sh1
+        x = x + self.so(self.attn(self._rms(self.sq(h), 0), self._rms(self.sk(h), 1), self.sv(h))) * g1
+        h = F.layer_norm(x, (self.dim,), eps=1e-6)
+        x = x + self.co(self.attn(self._rms(self.cq(h), 2), self._rms(self.ck(ctx), 3), self.cv(ctx)))
+        h = F.layer_norm(x, (self.dim,), eps=1e-6) * (1 + sc2) + sh2
+        return x + self.f2(F.gelu(self.f0(h), approximate="tanh")) * g2
+
+    def linears_only(self, h, ctx, hid):
+        """Every linear of the block once, on inputs of the real shapes (the linear part of the split)."""
+        for nm in ("sq", "sk", "sv", "so", "cq", "co"):
+            getattr(self, nm)(h)
+        self.ck(ctx), self.cv(ctx), self.f0(h), self.f2(hid)
+
+
+def bench_block(tokens: int, mm_types: list[str], device: torch.device, timer) -> list[dict]:
+    """Whole-block time in bf16 and with every linear quantized (each native mm_type), with the split."""
+    from .kernels import NATIVE, availability
+    from .linear import QuantLinear
+    from .schemes import resolve
+
+    blk = WanBlock(device=device)
+    x = torch.randn(1, tokens, blk.dim, device=device, dtype=torch.bfloat16)
+    ctx = torch.randn(1, 512, blk.dim, device=device, dtype=torch.bfloat16)
+    hid = torch.randn(1, tokens, blk.f0.out_features, device=device, dtype=torch.bfloat16)
+    q = torch.randn_like(x)
+    with torch.no_grad():
+        attn_ms = timer(lambda: (blk.attn(q, q, q), blk.attn(q, ctx, ctx)))
+    floats = {nm: getattr(blk, nm) for nm in WanBlock.LINEARS}
+    out, base = [], None
+    for name in [BASELINE, *mm_types]:
+        try:
+            if name != BASELINE:
+                res = resolve(name, device=device)
+                if availability(res.kernel, res.scheme.format_name, device).status != NATIVE:
+                    continue
+                for nm, lin in floats.items():
+                    setattr(blk, nm, QuantLinear.from_float(lin, res.scheme.format, res.kernel))
+            with torch.no_grad():
+                block_ms = timer(lambda: blk(x, ctx))
+                lin_ms = timer(lambda: blk.linears_only(x, ctx, hid))
+        except Exception as e:  # noqa: BLE001
+            print(f"# block {name}: not verified: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        finally:
+            for nm, lin in floats.items():
+                setattr(blk, nm, lin)
+        base = base or block_ms
+        out.append(dict(method=name, block_ms=block_ms, ratio=base / block_ms, linear_ms=lin_ms, attn_ms=attn_ms,
+                        other_ms=block_ms - lin_ms - attn_ms, linear_share=lin_ms / block_ms))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Measure every shape (and the block when asked); print the table(s)."""
+    import datetime
+
+    device = torch.device(args.device)
+    try:
+        import triton
+
+        tver = triton.__version__
+    except Exception:  # noqa: BLE001
+        tver = "not installed"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    report = Report(name, torch.__version__, tver, "python -m quant.bench " + " ".join(args.argv),
+                    datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    timer = make_timer(device, args.rep_ms)
+    peers = peer_methods(device) if args.peers else []
+    for m, k, n in args.shape_list:
+        rows = bench_shape(m, k, n, args.mm_types, device, timer, peers)
+        report.rows += rows
+        print(format_table(rows), flush=True)
+    if args.block:
+        report.block = bench_block(args.block_tokens, args.mm_types, device, make_timer(device, 3 * args.rep_ms))
+        print(format_block(report.block), flush=True)
+    return report
+
+
+def main(argv: Optional[list[str]] = None) -> Report:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    args.argv = argv
+    torch.backends.cuda.matmul.allow_tf32 = False
+    report = run(args)
+    print(f"\n# {report.command}\n# device: {report.device}; torch {report.torch}; triton {report.triton}; "
+          f"{report.date}\n")
+    print(format_table(report.rows))
+    if report.block:
+        print()
+        print(format_block(report.block))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({**asdict(report), "rows": [asdict(r) for r in report.rows]}, f, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    main()
