@@ -63,7 +63,7 @@ def check_quantizers():
                 got, want = triton_quant.quantize(x, fmt), f.quantize_activation(x)
                 same = (got.data.view(torch.uint8) == want.data.view(torch.uint8)).float().mean().item()
                 serr = ((got.scale - want.scale).abs() / want.scale).max().item()
-                check(same > 0.9999 and serr < 1e-6 and got.scale.shape == want.scale.shape,
+                check(same > 0.9995 and serr < 1e-6 and got.scale.shape == want.scale.shape,
                       f"quant {fmt:13s} {m}x{k} {str(dtype)[6:]}: identical codes {same:.6f}, scale max rel diff {serr:.1e}")
 
 

@@ -1,6 +1,7 @@
 """The pack's ComfyUI nodes: one class per file, registered here."""
 from .load_clip_vision import LoadQuantizedCLIP
 from .load_dit import LoadQuantizedDiT
+from .load_lightx2v_config import LoadLightX2VConfig
 from .load_t5 import LoadQuantizedT5
 from .sample import QuantizedSample
 
@@ -9,10 +10,12 @@ NODE_CLASS_MAPPINGS = {
     "LoadQuantizedT5": LoadQuantizedT5,
     "LoadQuantizedCLIP": LoadQuantizedCLIP,
     "QuantizedSample": QuantizedSample,
+    "LoadLightX2VConfig": LoadLightX2VConfig,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadQuantizedDiT": "Load Quantized DiT",
     "LoadQuantizedT5": "Load Quantized T5",
     "LoadQuantizedCLIP": "Load Quantized CLIP",
     "QuantizedSample": "Sample",
+    "LoadLightX2VConfig": "Load LightX2V Config",
 }

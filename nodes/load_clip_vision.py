@@ -13,6 +13,7 @@ import comfy.clip_vision
 import torch
 
 from ..quant.layers import ModelFamily, should_quantize
+from ..quant.lightx2v_keys import is_native, to_comfy
 from ..quant.schemes import names
 from .common import (
     CATEGORY,
@@ -84,20 +85,27 @@ class LoadQuantizedCLIP:
     DESCRIPTION = "Load a CLIP vision encoder (Wan I2V clip_vision_h) whose linears run in int8 or fp8."
 
     def load(self, clip_name: str, quant_scheme: str) -> tuple:
-        sd, det, _ = read_checkpoint(model_path("clip_vision", clip_name))
-        if "visual.transformer.resblocks.0.attn.in_proj_weight" in sd:  # open_clip layout (float files)
-            sd = comfy.clip_vision.convert_to_transformers(sd, "visual.")
-        family = check_family(sd, ("wan_clip",), NODE, clip_name)
-        if _LAYER.format(0) not in sd:
-            raise ValueError(f"{NODE}: {clip_name} uses Wan's own CLIP key names (visual.transformer.N...), "
-                             "which this node does not read yet; use a ComfyUI clip_vision file")
-        resolved = resolve_scheme(quant_scheme, "quant_scheme", det)
-        clip = comfy.clip_vision.ClipVisionModel(vision_config(sd))
-        if resolved.scheme.quantized:
-            swapped = swap_linears(clip.model, make_ops(resolved, family), family)
-            log.info("[quantized] %s: %d linears in %s", clip_name, swapped, resolved.label)
-        missing, _ = clip.load_sd(sd)
-        if missing:
-            log.warning("[quantized] %s: missing %s", clip_name, missing)
-        clip.patcher.size = 0
-        return (clip,)
+        return (load_clip_vision_path(model_path("clip_vision", clip_name), quant_scheme, clip_name),)
+
+
+def load_clip_vision_path(path: str, quant_scheme: str, name: str | None = None):
+    """CLIP_VISION from a file in ComfyUI, open_clip or Wan-native (LightX2V `.pth`) key names."""
+    name = name or os.path.basename(path)
+    sd, det, _ = read_checkpoint(path)
+    if is_native(sd, "wan_clip"):  # Wan's own open-clip names (LightX2V's models_clip_*.pth)
+        sd = to_comfy(sd, "wan_clip")
+    elif "visual.transformer.resblocks.0.attn.in_proj_weight" in sd:  # open_clip layout (float files)
+        sd = comfy.clip_vision.convert_to_transformers(sd, "visual.")
+    family = check_family(sd, ("wan_clip",), NODE, name)
+    if _LAYER.format(0) not in sd:
+        raise ValueError(f"{NODE}: {name} holds no CLIP vision tower ({_LAYER.format(0)} missing)")
+    resolved = resolve_scheme(quant_scheme, "quant_scheme", det)
+    clip = comfy.clip_vision.ClipVisionModel(vision_config(sd))
+    if resolved.scheme.quantized:
+        swapped = swap_linears(clip.model, make_ops(resolved, family), family)
+        log.info("[quantized] %s: %d linears in %s", name, swapped, resolved.label)
+    missing, _ = clip.load_sd(sd)
+    if missing:
+        log.warning("[quantized] %s: missing %s", name, missing)
+    clip.patcher.size = 0
+    return clip

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 
 import comfy.sd
 
+from ..quant.formats import get_format
 from ..quant.schemes import names
+from ..quant.smoothing import fold_smoothing, has_smoothing
 from .common import (
     CATEGORY,
     DTYPES,
@@ -41,16 +44,27 @@ class LoadQuantizedDiT:
     DESCRIPTION = "Load a DiT with low-precision (int8 / fp8 / mxfp8 / nvfp4) linear layers."
 
     def load(self, unet_name: str, mm_type: str, dtype: str) -> tuple:
-        sd, det, meta = read_checkpoint(model_path("diffusion_models", unet_name))
-        family = check_family(sd, ("wan_dit", "flux_dit"), NODE, unet_name)
-        resolved = resolve_scheme(mm_type, "mm_type", det)
-        options = {"dtype": DTYPES[dtype]} if DTYPES[dtype] is not None else {}
-        if resolved.scheme.quantized:
-            options["custom_operations"] = make_ops(resolved, family)
-        extra = {"metadata": meta or None} if _TAKES_METADATA else {}  # ComfyUI < 0.4 has no metadata argument
-        model = comfy.sd.load_diffusion_model_state_dict(sd, model_options=options, **extra)
-        if model is None:
-            raise ValueError(f"{NODE}: ComfyUI cannot tell which model {unet_name} is")
-        log.info("[quantized] %s: %s file (%s), running %s", unet_name, det.layout, det.format or "float",
-                     resolved.label)
-        return (model,)
+        return (load_dit_path(model_path("diffusion_models", unet_name), mm_type, dtype, unet_name),)
+
+
+def load_dit_path(path: str, mm_type: str, dtype: str, name: str | None = None):
+    """MODEL from a DiT file or sharded folder: `mm_type` a name of the mm_type table, `dtype` a DTYPES key.
+
+    LightCompress (LLMC) smoothing factors, when the file holds them, are folded into the linears first.
+    """
+    name = name or os.path.basename(path.rstrip("/"))
+    sd, det, meta = read_checkpoint(path)
+    if has_smoothing(sd):
+        sd = fold_smoothing(sd, get_format(det.format) if det.format else None)
+        log.info("[quantized] %s: LLMC smoothing factors folded into the linears", name)
+    family = check_family(sd, ("wan_dit", "flux_dit"), NODE, name)
+    resolved = resolve_scheme(mm_type, "mm_type", det)
+    options = {"dtype": DTYPES[dtype]} if DTYPES[dtype] is not None else {}
+    if resolved.scheme.quantized:
+        options["custom_operations"] = make_ops(resolved, family)
+    extra = {"metadata": meta or None} if _TAKES_METADATA else {}  # ComfyUI < 0.4 has no metadata argument
+    model = comfy.sd.load_diffusion_model_state_dict(sd, model_options=options, **extra)
+    if model is None:
+        raise ValueError(f"{NODE}: ComfyUI cannot tell which model {name} is")
+    log.info("[quantized] %s: %s file (%s), running %s", name, det.layout, det.format or "float", resolved.label)
+    return model

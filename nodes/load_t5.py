@@ -14,6 +14,7 @@ import comfy.utils
 import folder_paths
 import torch
 
+from ..quant.lightx2v_keys import to_comfy
 from ..quant.schemes import names
 from .common import (
     CATEGORY,
@@ -24,7 +25,6 @@ from .common import (
     read_checkpoint,
     resolve_scheme,
 )
-from .keymap import t5_to_comfy
 from .ops import make_ops
 
 log = logging.getLogger(__name__)
@@ -82,25 +82,29 @@ class LoadQuantizedT5:
     DESCRIPTION = "Load a umT5/T5 text encoder whose linears run in int8 or fp8."
 
     def load(self, clip_name: str, type: str, quant_scheme: str, dtype: str) -> tuple:
-        path = model_path("text_encoders", clip_name)
-        sd, det, _ = read_checkpoint(path)
-        sd = t5_to_comfy(sd)
-        family = check_family(sd, ("wan_t5",), NODE, clip_name)
-        resolved = resolve_scheme(quant_scheme, "quant_scheme", det)
-        factory, tokenizer, model_name = TYPES[type]
-        tokenizer_data = {"spiece_model": _spiece(sd, path)} if type == "wan" else {}
-        options = {f"{model_name}_model_config": t5_config(sd)}
-        if DTYPES[dtype] is not None:
-            options["dtype"] = DTYPES[dtype]
-        if resolved.scheme.quantized:
-            options["custom_operations"] = make_ops(resolved, family)
-        target = type_target(factory, tokenizer)
-        clip = comfy.sd.CLIP(target, embedding_directory=folder_paths.get_folder_paths("embeddings"),
-                             parameters=comfy.utils.calculate_parameters(sd), tokenizer_data=tokenizer_data,
-                             state_dict=[sd], model_options=options)
-        log.info("[quantized] %s: %s file (%s), running %s", clip_name, det.layout, det.format or "float",
-                     resolved.label)
-        return (clip,)
+        return (load_t5_path(model_path("text_encoders", clip_name), type, quant_scheme, dtype, clip_name),)
+
+
+def load_t5_path(path: str, type: str, quant_scheme: str, dtype: str, name: str | None = None):
+    """CLIP (text encoder) from a T5 file: ComfyUI or Wan-native (LightX2V `.pth`) key names."""
+    name = name or os.path.basename(path)
+    sd, det, _ = read_checkpoint(path)
+    sd = to_comfy(sd, "wan_t5")
+    family = check_family(sd, ("wan_t5",), NODE, name)
+    resolved = resolve_scheme(quant_scheme, "quant_scheme", det)
+    factory, tokenizer, model_name = TYPES[type]
+    tokenizer_data = {"spiece_model": _spiece(sd, path)} if type == "wan" else {}
+    options = {f"{model_name}_model_config": t5_config(sd)}
+    if DTYPES[dtype] is not None:
+        options["dtype"] = DTYPES[dtype]
+    if resolved.scheme.quantized:
+        options["custom_operations"] = make_ops(resolved, family)
+    target = type_target(factory, tokenizer)
+    clip = comfy.sd.CLIP(target, embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                         parameters=comfy.utils.calculate_parameters(sd), tokenizer_data=tokenizer_data,
+                         state_dict=[sd], model_options=options)
+    log.info("[quantized] %s: %s file (%s), running %s", name, det.layout, det.format or "float", resolved.label)
+    return clip
 
 
 def type_target(factory, tokenizer) -> object:

@@ -72,43 +72,62 @@ def read_headers(path: str) -> tuple[dict[str, tuple[str, TensorInfo]], dict[str
     return out, meta
 
 
-def _layer_format(weight: TensorInfo, scale: Optional[TensorInfo]) -> str:
-    """Format of one quantized layer from its weight and scale header entries."""
+def _layer_formats(weight: TensorInfo, scale: Optional[TensorInfo]) -> set:
+    """Formats one quantized layer can be, from its weight and scale header entries.
+
+    Small layers can be ambiguous (a [128, 128] fp8 weight with one scale is per-channel-expanded
+    fp8 and block-128 alike); detect() intersects the candidates of all layers.
+    """
     if weight.dtype == "I8":
-        return "int8"
+        return {"int8"}
     if weight.dtype == "U8":
-        return "nvfp4"
+        return {"nvfp4"}
     if weight.dtype != "F8_E4M3":
         raise CheckpointError(f"unsupported quantized weight dtype {weight.dtype}")
-    if scale is None or len(scale.shape) < 2 or scale.shape[1] == 1:
-        return "fp8"
+    if scale is not None and scale.dtype in ("U8", "F8_E8M0"):
+        return {"mxfp8"}
     n, k = weight.shape
-    if scale.dtype in ("U8", "F8_E8M0") or tuple(scale.shape) == (n, k // 32):
-        return "mxfp8"
-    return "fp8_block128"
+    shape = () if scale is None else tuple(scale.shape)
+    out = set()
+    if shape in ((), (1,), (1, 1), (n,), (n, 1)):
+        out.add("fp8")
+    if shape == (-(-n // 128), -(-k // 128)):
+        out.add("fp8_block128")
+    if not out:
+        raise CheckpointError(f"fp8 weight [{n}, {k}] with a weight_scale of shape {shape}: not a known layout")
+    return out
+
+
+def _pick_format(candidates: list, path: str) -> Optional[str]:
+    """The one format every layer can be (fp8 first when still ambiguous); error on a mixed file."""
+    if not candidates:
+        return None
+    common = set.intersection(*candidates)
+    if not common:
+        raise CheckpointError(f"{path}: mixes quantized formats {sorted(set.union(*candidates))}; "
+                              "one format per file is supported")
+    return next(f for f in ("int8", "fp8", "fp8_block128", "mxfp8", "nvfp4") if f in common)
 
 
 def detect(path: str) -> Detected:
-    """Tell, from headers alone, the layout and the quantized format of a .safetensors file or folder."""
+    """Tell the layout and quantized format of a checkpoint: from headers alone for safetensors, a memory map for .pth."""
     if path.endswith((".pth", ".pt")):
-        return Detected("lightx2v", None, (path,), 0)
+        return load_state_dict(path)[1]
     tensors, meta = read_headers(path)
     files = tuple(sorted({f for f, _ in tensors.values()}))
     if "scaled_fp8" in tensors:
         n = sum(1 for k in tensors if k.endswith(".scale_weight"))
         return Detected("scaled_fp8", "fp8", files, n)
     comfy = any(k.endswith(".comfy_quant") for k in tensors) or "_quantization_metadata" in meta
-    formats = set()
+    candidates = []
     for name, (_, info) in tensors.items():
         if name.endswith(".weight") and info.dtype in ("I8", "U8", "F8_E4M3"):
             scale = tensors.get(name + "_scale")
-            formats.add(_layer_format(info, scale and scale[1]))
-    if not formats:
+            candidates.append(_layer_formats(info, scale and scale[1]))
+    fmt = _pick_format(candidates, path)
+    if fmt is None:
         return Detected("float", None, files, 0)
-    if len(formats) > 1:
-        raise CheckpointError(f"{path}: mixes quantized formats {sorted(formats)}; one format per file is supported")
-    n = sum(1 for k, (_, i) in tensors.items() if k.endswith(".weight") and i.dtype in ("I8", "U8", "F8_E4M3"))
-    return Detected("comfyui" if comfy else "lightx2v", formats.pop(), files, n)
+    return Detected("comfyui" if comfy else "lightx2v", fmt, files, len(candidates))
 
 
 def _mmap_tensors(path: str) -> dict[str, torch.Tensor]:
@@ -141,11 +160,9 @@ def load_state_dict(path: str) -> tuple[dict[str, torch.Tensor], Detected]:
     """Tensors of a checkpoint in this pack's layout (memory-mapped where possible) and what it held."""
     if path.endswith((".pth", ".pt")):
         sd = load_pth(path)
-        fmts = {_layer_format(_info(v), _info(sd.get(k + "_scale"))) for k, v in sd.items()
-                if k.endswith(".weight") and v.dtype in (torch.int8, torch.uint8, torch.float8_e4m3fn)}
-        if len(fmts) > 1:
-            raise CheckpointError(f"{path}: mixes quantized formats {sorted(fmts)}")
-        det = Detected("lightx2v", fmts.pop() if fmts else None, (path,), 0)
+        cands = [_layer_formats(_info(v), _info(sd.get(k + "_scale"))) for k, v in sd.items()
+                 if k.endswith(".weight") and v.dtype in (torch.int8, torch.uint8, torch.float8_e4m3fn)]
+        det = Detected("lightx2v", _pick_format(cands, path), (path,), len(cands))
         return sd, det
     det = detect(path)
     sd = {}

@@ -80,8 +80,8 @@ def rowwise_absmax_quantize(x: Tensor, qmax: float, dtype: torch.dtype) -> QTens
     scale = xf.abs().amax(dim=1, keepdim=True).clamp(min=TINY) / qmax
     q = xf / scale
     if dtype == torch.int8:
-        q = q.round()
-    return QTensor(q.clamp(-qmax, qmax).to(dtype), scale)
+        q.round_()
+    return QTensor(q.clamp_(-qmax, qmax).to(dtype), scale)
 
 
 def rowwise_dequantize(q: QTensor, dtype: torch.dtype) -> Tensor:

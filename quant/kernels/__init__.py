@@ -22,8 +22,8 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
 # Fastest first, from bench/results (H100). "torch" is last: it always runs (emulated at worst).
 FASTEST: dict[str, tuple[str, ...]] = {
     "int8": ("triton", "vllm", "sgl", "q8f", "torch"),
-    "fp8": ("triton", "torch", "vllm", "sgl", "q8f"),
-    "fp8_block128": ("triton", "deepgemm", "torch"),
+    "fp8": ("torch", "triton", "vllm", "sgl", "q8f"),
+    "fp8_block128": ("torch", "triton", "deepgemm"),
     "mxfp8": ("torch",),
     "nvfp4": ("torch",),
 }

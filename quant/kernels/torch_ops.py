@@ -65,31 +65,29 @@ def _block_scale_b(s: Tensor) -> Tensor:
 
 
 def _block_scale_a(s: Tensor) -> Tensor:
-    """Activation scales [M, K/128] -> column-major with the leading dimension a multiple of 4
-    (cuBLAS refuses M % 4 != 0 otherwise, seen on an H100); the Triton quantizer already writes this."""
-    m, kb = s.shape
-    m4 = -(-m // 4) * 4
-    if s.stride(0) == 1 and s.stride(1) == m4:
-        return s
-    buf = s.new_empty(kb, m4)
-    buf[:, :m] = s.t()
-    return buf[:, :m].t()
+    """Activation scales [M, K/128] -> column-major, strides (1, M) exactly (torch 2.11 checks it);
+    the Triton quantizer already writes this layout (for M % 4 == 0)."""
+    return s if s.stride(0) == 1 and s.stride(1) == s.shape[0] else s.t().contiguous().t()
 
 
 _BLOCK_BIAS = [True]  # whether this torch's blockwise scaled_mm takes a bias (learned on first call)
 
 
 def _fp8_block128(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
+    m = x.shape[0]
+    if m % 4:  # cuBLAS blockwise needs M % 4 == 0 (CUBLAS_STATUS_NOT_SUPPORTED otherwise, H100): pad zero tokens
+        x = F.pad(x, (0, 0, 0, 4 - m % 4))
     xq = quantize_activation(x, "fp8_block128")
     scale_a = _block_scale_a(xq.scale)
     args = (xq.data, w.data.t(), scale_a, F.ScalingType.BlockWise1x128,
             _block_scale_b(w.scale.float()), F.ScalingType.BlockWise128x128)
     if bias is not None and _BLOCK_BIAS[0]:
         try:
-            return F.scaled_mm(*args, bias=bias.to(torch.bfloat16), output_dtype=torch.bfloat16).to(x.dtype)
+            return F.scaled_mm(*args, bias=bias.to(torch.bfloat16), output_dtype=torch.bfloat16)[:m].to(x.dtype)
         except (RuntimeError, ValueError):
             _BLOCK_BIAS[0] = False
     out = F.scaled_mm(*args, output_dtype=torch.bfloat16)
+    out = out[:m]
     if bias is not None:
         out.add_(bias.to(out.dtype))
     return out.to(x.dtype)

@@ -67,9 +67,6 @@ def test_detect_lightx2v_bf16_scales(tmp_path, fmt):
     assert detect(p).format == fmt
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: _layer_format decides 'fp8' from scale.shape[1] == 1 before "
-                   "looking at the scale dtype / rows, so an mxfp8 layer with K=32 (uint8 scale [N, 1]) "
-                   "and a block-128 layer with K=128 (scale [ceil(N/128), 1]) are detected as per-channel fp8")
 @pytest.mark.parametrize("fmt,k", [("mxfp8", 32), ("fp8_block128", 128)])
 def test_detect_small_k_block_formats(tmp_path, fmt, k):
     lin = torch.nn.Linear(k, 256)

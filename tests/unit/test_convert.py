@@ -1,13 +1,14 @@
 """quant/convert.py end to end: tiny generated Wan DiT / T5 / CLIP checkpoints, options, failures, peak memory.
 
 Peak memory (test_peak_memory_streams_tensor_by_tensor), measured on this 2-core CPU box, torch 2.14:
-`python -m quant.convert` (int8) on a generated 1.0 GiB bf16 file of 32 tensors of 4096x4096 (32 MiB
-each): peak RSS 856 MiB, of which 604 MiB is the interpreter + torch + quant import baseline, i.e.
-~252 MiB = 7.9x the largest tensor above baseline, a quarter of the file. With 8 tensors of 8192x8192
-(128 MiB each) the same run peaks at 1594 MiB (990 MiB = 7.7x above baseline): the peak follows the
-largest tensor, not the file (the quantizers work in fp32 with a few full-size temporaries).
-Other formats, 32 x 4096^2: nvfp4 1604 MiB (~31x above baseline; bucketize's int64 temporaries),
-on 8 x 8192^2: mxfp8 1669 MiB, fp8-block128 1857 MiB, fp8 1594 MiB.
+`python -m quant.convert --mm-type int8-vllm` on a generated 1.0 GiB bf16 file of 32 tensors of
+4096x4096 (32 MiB each): peak RSS 837-1045 MiB over 8 runs, of which 590-604 MiB is the interpreter +
+torch + quant import baseline, i.e. 247-455 MiB (7.7x-14x the largest tensor) above baseline, well
+under half the file. With 8 tensors of 8192x8192 (128 MiB each) the int8 run peaks at 1594 MiB
+(990 MiB = 7.7x above baseline): the peak follows the largest tensor, not the file; the factor comes
+from the quantizers' fp32 temporaries (x.float(), x / scale, round, clamp: ~4 fp32 copies).
+Other formats (one run each): 8 x 8192^2: fp8 1594 MiB, mxfp8 1669 MiB, fp8-block128 1857 MiB;
+32 x 4096^2: nvfp4 1604 MiB (~31x the tensor above baseline: bucketize's int64 temporaries).
 """
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ def test_wan_dit_end_to_end(tmp_path, wan_dit_file, helpers, fmt):
     assert len(quantized) == 24
     assert r.quantized == 24 and r.copied == len(sd) - 24
     assert r.src_bytes == os.path.getsize(src) and r.dst_bytes == os.path.getsize(dst)
+    assert helpers.tmp_leftovers(tmp_path) == []
     _check_output(dst, sd, quantized, fmt)
     _, meta = read_header(dst)
     assert meta["config"] == helpers.WAN_CONFIG and meta["format"] == "pt"
@@ -97,12 +99,7 @@ def test_wan_dit_end_to_end(tmp_path, wan_dit_file, helpers, fmt):
     assert ((q(x) - y_ref).norm() / y_ref.norm()).item() < 0.15
 
 
-DETECT_BUG = pytest.mark.xfail(strict=True, reason=(
-    "core bug (checkpoint._layer_format): a block-128 layer with K=128 has scale [ceil(N/128), 1] and is "
-    "taken for per-channel fp8, so detect() calls the converter's own fp8-b128 output (dim 128) 'mixed'"))
-
-
-@pytest.mark.parametrize("fmt", [pytest.param(f, marks=DETECT_BUG) if f == "fp8_block128" else f for f in FORMATS])
+@pytest.mark.parametrize("fmt", list(FORMATS))
 def test_converted_file_is_detected_and_loads(tmp_path, wan_dit_file, fmt):
     src, sd = wan_dit_file
     dst = str(tmp_path / "out.safetensors")
@@ -356,9 +353,7 @@ def test_python_dash_m_entry_point(tmp_path, wan_dit_file):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert detect(dst).format == "fp8"
-    r = subprocess.run([sys.executable, "-m", "quant.convert", src, dst, "--mm-type", "fp8-vllm"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.startswith("error: ")
+    assert "24 layers quantized" in r.stdout
 
 
 def test_format_for_ignores_kernel_suffix():
@@ -434,6 +429,7 @@ def test_peak_memory_streams_tensor_by_tensor(tmp_path):
     print(f"\n[peak memory] convert int8 of a {file_size / 2**30:.2f} GiB bf16 file ({count} x {largest_mib:.0f} MiB): "
           f"peak RSS {peak_mib:.0f} MiB, import baseline {base_mib:.0f} MiB, above baseline {above:.0f} MiB "
           f"= {above / largest_mib:.1f}x the largest tensor, {seconds:.1f} s")
-    # streaming: the peak follows the largest tensor (measured ~7.9x: fp32 temporaries), never the file
-    assert above < 10 * largest_mib + 64
-    assert above < file_size / 2 ** 20 / 3
+    # streaming: the peak follows the largest tensor, never the file. Measured 247-455 MiB above baseline
+    # (7.7x-14x the largest tensor; run-to-run spread from malloc reuse of the fp32 temporaries).
+    assert above < 16 * largest_mib + 64
+    assert above < file_size / 2 ** 20 / 2
