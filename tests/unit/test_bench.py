@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from quant import bench
+from quant import bench, bench_block
 
 
 def test_presets_hold_the_issue_shapes():
@@ -74,6 +74,6 @@ def test_block_table_formats():
 
 
 def test_wan_block_runs_tiny_on_cpu():
-    blk = bench.WanBlock(dim=64, heads=2, ffn=96, dtype=torch.float32)
+    blk = bench_block.WanBlock(dim=64, heads=2, ffn=96, dtype=torch.float32)
     x, ctx = torch.randn(1, 10, 64), torch.randn(1, 5, 64)
     assert blk(x, ctx).shape == (1, 10, 64)
