@@ -98,3 +98,22 @@ def group_view(x: Tensor, group: int) -> Tensor:
 def cast_e4m3(x: Tensor) -> Tensor:
     """Saturating cast to float8_e4m3fn (plain .to() turns out-of-range values into NaN)."""
     return x.clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+
+
+def rowwise_format(name: str, dtype: torch.dtype, qmax: float) -> QuantFormat:
+    """A per-output-channel weight / per-token activation format (int8, fp8): scale = absmax / qmax, [rows, 1]."""
+    def quantize(x: Tensor) -> QTensor:
+        return rowwise_absmax_quantize(x, qmax, dtype)
+
+    return QuantFormat(
+        name=name,
+        weight_dtype=dtype,
+        weight_granularity="channel",
+        act_granularity="token",
+        k_multiple=1,
+        quantize_weight=quantize,
+        quantize_activation=quantize,
+        dequantize_weight=rowwise_dequantize,
+        dequantize_activation=rowwise_dequantize,
+        weight_scale_shape=lambda n, k: (n, 1),
+    )
