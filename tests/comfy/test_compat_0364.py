@@ -20,5 +20,5 @@ def test_pack_registers_and_ops_work_in_v0364():
     out = subprocess.run([sys.executable, os.path.join(here, "ops_checks.py"), ROOT], capture_output=True,
                          text=True, timeout=300, cwd=ROOT, check=False)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    assert "registered ['LoadQuantizedCLIP', 'LoadQuantizedDiT', 'LoadQuantizedT5', 'QuantizedSample']" in out.stdout
+    assert "registered ['LoadLightX2VConfig', 'LoadQuantizedCLIP', 'LoadQuantizedDiT', 'LoadQuantizedT5', 'QuantizedSample']" in out.stdout
     assert out.stdout.count("\nok ") + out.stdout.startswith("ok ") == 5, out.stdout
