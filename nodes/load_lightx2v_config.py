@@ -1,4 +1,4 @@
-"""Load LightX2V Config: a LightX2V config JSON -> MODEL, CLIP, CLIP_VISION, built by the pack's own loaders.
+"""Load LightX2V Config: a LightX2V config JSON -> MODEL, CLIP, CLIP_VISION, MODEL, built by the pack's own loaders.
 
 The config (a file from the `lightx2v_configs` model folder, or pasted JSON) is parsed by
 quant.lightx2v_config; each component it names is loaded by the same path-level function the
@@ -6,6 +6,12 @@ Load Quantized DiT / T5 / CLIP nodes call. Relative `*_ckpt` paths resolve in Co
 diffusion_models, text_encoders and clip_vision folders (and the config file's own folder).
 A component the config does not name comes out as None: ComfyUI's downstream node says so when
 it needs it.
+
+Outputs: `model` is the DiT of a Wan 2.1 (single-DiT) config, and the HIGH-noise expert of a
+Wan 2.2 MoE config (`high_noise_{quantized,original}_ckpt`); `low_noise_model` is the Wan 2.2
+LOW-noise expert (`low_noise_{quantized,original}_ckpt`), None for a single-DiT config. As in
+ComfyUI's Wan 2.2 templates, the high-noise expert samples the first steps and the low-noise
+expert the rest (two KSamplerAdvanced with start/end_at_step).
 """
 from __future__ import annotations
 
@@ -56,6 +62,10 @@ def model_dirs() -> list[str]:
     return dirs
 
 
+def _dit(path: str, scheme: str, dtype: str):
+    return load_dit_path(path=path, mm_type=scheme, dtype=dtype)
+
+
 def _load(component: str, comp: Component, loader, *args):
     """Run a loader; its errors name the config fields they come from."""
     try:
@@ -78,10 +88,17 @@ class LoadLightX2VConfig:
             "dtype": (list(DTYPES), {"default": "default", "tooltip": "compute dtype of the layers kept unquantized"}),
         }}
 
-    RETURN_TYPES = ("MODEL", "CLIP", "CLIP_VISION")
+    RETURN_TYPES = ("MODEL", "CLIP", "CLIP_VISION", "MODEL")
+    RETURN_NAMES = ("model", "clip", "clip_vision", "low_noise_model")
+    OUTPUT_TOOLTIPS = ("the DiT; for a Wan 2.2 config the HIGH-noise expert (first steps)",
+                       "the T5 text encoder (None when the config names none)",
+                       "the CLIP vision encoder for I2V (None when the config names none)",
+                       "Wan 2.2 configs: the LOW-noise expert (last steps); None for single-DiT configs")
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Load the DiT, T5 and CLIP a LightX2V config names (its pre-quantized files, its schemes). "
+                   "model: the DiT, or for a Wan 2.2 config the high-noise expert (first steps); "
+                   "low_noise_model: the Wan 2.2 low-noise expert (last steps), None for single-DiT configs. "
                    "CLIP / CLIP_VISION are None when the config names no such model.")
 
     def load(self, config_name: str, config_text: str, dtype: str) -> tuple:
@@ -96,16 +113,25 @@ class LoadLightX2VConfig:
             _once(logging.INFO, f"{label}: fields not used by ComfyUI: {', '.join(cfg.unused)}")
         for msg in cfg.messages:
             _once(logging.WARNING, f"{label}: {msg}")
-        if cfg.high_noise or cfg.low_noise:
-            _once(logging.WARNING, f"{label}: Wan 2.2 high/low-noise experts are not loaded by this node; "
-                                   "load each with 'Load Quantized DiT'")
-        if cfg.dit.ckpt is None:
+        low = None
+        if cfg.high_noise or cfg.low_noise:  # Wan 2.2 MoE: model = high-noise expert, low_noise_model = low-noise
+            for comp, name in ((cfg.high_noise, "high_noise"), (cfg.low_noise, "low_noise")):
+                if comp is None:
+                    raise ConfigError(f"{NODE}: a Wan 2.2 config needs both experts; config field "
+                                      f"'{name}_{'quantized' if cfg.dit.quantized else 'original'}_ckpt' is missing")
+            if cfg.dit.ckpt is not None:
+                _once(logging.WARNING, f"{label}: Wan 2.2 config: '{cfg.dit.ckpt_field}' is not used "
+                                       "(the high/low-noise expert files are)")
+            model = _load("high-noise DiT", cfg.high_noise, _dit, dtype)
+            low = _load("low-noise DiT", cfg.low_noise, _dit, dtype)
+        elif cfg.dit.ckpt is None:
             raise ConfigError(f"{NODE}: the config names no DiT file (config field "
                               f"'{'dit_quantized_ckpt' if cfg.dit.quantized else 'dit_original_ckpt'}')")
-        model = _load("DiT", cfg.dit, load_dit_path, dtype)
-        clip = _load("T5", cfg.t5, lambda p, s: load_t5_path(p, "wan", s, dtype)) if cfg.t5.ckpt else None
-        vision = _load("CLIP", cfg.clip, load_clip_vision_path) if cfg.clip.ckpt else None
+        else:
+            model = _load("DiT", cfg.dit, _dit, dtype)
+        clip = _load("T5", cfg.t5, lambda p, s: load_t5_path(path=p, type="wan", quant_scheme=s, dtype=dtype)) if cfg.t5.ckpt else None
+        vision = _load("CLIP", cfg.clip, lambda p, s: load_clip_vision_path(path=p, quant_scheme=s)) if cfg.clip.ckpt else None
         for what, value in (("T5 (CLIP output)", clip), ("CLIP vision (CLIP_VISION output)", vision)):
             if value is None:
                 _once(logging.INFO, f"{label}: no {what} file named; that output is None")
-        return (model, clip, vision)
+        return (model, clip, vision, low)

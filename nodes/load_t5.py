@@ -1,4 +1,4 @@
-"""Load Quantized T5: umT5-XXL (Wan) or T5-XXL text encoders -> CLIP with real low-precision matmuls."""
+"""Load Quantized T5: umT5-XXL (Wan) or T5-XXL (+ CLIP-L for Flux) text encoders -> CLIP with real low-precision matmuls."""
 from __future__ import annotations
 
 import glob
@@ -6,6 +6,7 @@ import logging
 import os
 
 import comfy.sd
+import comfy.text_encoders.flux
 import comfy.text_encoders.genmo
 import comfy.text_encoders.pixart_t5
 import comfy.text_encoders.sd3_clip
@@ -37,7 +38,10 @@ TYPES = {
             comfy.text_encoders.sd3_clip.SD3Tokenizer, "t5xxl"),
     "mochi": (comfy.text_encoders.genmo.mochi_te, comfy.text_encoders.genmo.MochiT5Tokenizer, "t5xxl"),
     "pixart": (comfy.text_encoders.pixart_t5.pixart_te, comfy.text_encoders.pixart_t5.PixArtTokenizer, "t5xxl"),
+    # T5-XXL + CLIP-L: built by comfy.sd.load_text_encoder_state_dicts(clip_type=FLUX) (FluxClipModel, FluxTokenizer).
+    "flux": (comfy.text_encoders.flux.flux_clip, comfy.text_encoders.flux.FluxTokenizer, "t5xxl"),
 }
+NONE = "none"
 _BLOCK = "encoder.block.{}.layer.{}."
 
 
@@ -71,9 +75,13 @@ class LoadQuantizedT5:
     def INPUT_TYPES(cls) -> dict:
         return {"required": {
             "clip_name": (model_files("text_encoders"),),
-            "type": (list(TYPES), {"default": "wan", "tooltip": "wan = umT5-XXL; the others = T5-XXL"}),
+            "type": (list(TYPES), {"default": "wan", "tooltip": "wan = umT5-XXL; flux = T5-XXL + CLIP-L (pick clip_l_name); the others = T5-XXL"}),
             "quant_scheme": (names("quant_scheme"), {"default": "auto"}),
             "dtype": (list(DTYPES), {"default": "default", "tooltip": "dtype of the layers kept unquantized"}),
+        }, "optional": {
+            "clip_l_name": ([NONE, *model_files("text_encoders")], {
+                "default": NONE, "tooltip": "type flux only: the CLIP-L file (clip_l.safetensors) giving Flux its pooled "
+                                            "vector; it loads as ComfyUI loads it (not quantized)"}),
         }}
 
     RETURN_TYPES = ("CLIP",)
@@ -81,12 +89,38 @@ class LoadQuantizedT5:
     CATEGORY = CATEGORY
     DESCRIPTION = "Load a umT5/T5 text encoder whose linears run in int8 or fp8."
 
-    def load(self, clip_name: str, type: str, quant_scheme: str, dtype: str) -> tuple:
-        return (load_t5_path(model_path("text_encoders", clip_name), type, quant_scheme, dtype, clip_name),)
+    def load(self, clip_name: str, type: str, quant_scheme: str, dtype: str, clip_l_name: str = NONE) -> tuple:
+        clip_l_path = None if clip_l_name in (None, "", NONE) else model_path("text_encoders", clip_l_name)
+        return (load_t5_path(model_path("text_encoders", clip_name), type, quant_scheme, dtype, clip_name,
+                             clip_l_path=clip_l_path),)
 
 
-def load_t5_path(path: str, type: str, quant_scheme: str, dtype: str, name: str | None = None):
-    """CLIP (text encoder) from a T5 file: ComfyUI or Wan-native (LightX2V `.pth`) key names."""
+def clip_l_config(sd: dict) -> dict:
+    """CLIP-L text config overrides read off the tensor shapes (the real clip_l.safetensors gives core's values)."""
+    emb = sd["text_model.embeddings.token_embedding.weight"]
+    layers = 1 + max(int(k.split(".")[3]) for k in sd if k.startswith("text_model.encoder.layers."))
+    return {"hidden_size": emb.shape[1], "vocab_size": emb.shape[0], "num_hidden_layers": layers,
+            "intermediate_size": sd["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
+            "max_position_embeddings": sd["text_model.embeddings.position_embedding.weight"].shape[0]}
+
+
+def _check_clip_l(type: str, clip_l_path: str | None) -> None:
+    if type == "flux" and clip_l_path is None:
+        raise ValueError(f"{NODE}: Flux needs CLIP-L: choose clip_l.safetensors (folder models/text_encoders) as "
+                         f"clip_l_name")
+    if type != "flux" and clip_l_path is not None:
+        raise ValueError(f"{NODE}: clip_l_name is used only with type flux (type is {type}); set clip_l_name to "
+                         f"{NONE} or type to flux")
+
+
+def load_t5_path(path: str, type: str, quant_scheme: str, dtype: str, name: str | None = None,
+                 clip_l_path: str | None = None):
+    """CLIP (text encoder) from a T5 file: ComfyUI or Wan-native (LightX2V `.pth`) key names.
+
+    type flux: T5-XXL + the CLIP-L at clip_l_path, assembled by ComfyUI's own Flux path
+    (load_text_encoder_state_dicts, CLIPType.FLUX); only the T5 linears match the quantized family.
+    """
+    _check_clip_l(type, clip_l_path)
     name = name or os.path.basename(path)
     sd, det, _ = read_checkpoint(path)
     sd = to_comfy(sd, "wan_t5")
@@ -99,11 +133,32 @@ def load_t5_path(path: str, type: str, quant_scheme: str, dtype: str, name: str 
         options["dtype"] = DTYPES[dtype]
     if resolved.scheme.quantized:
         options["custom_operations"] = make_ops(resolved, family)
+    if type == "flux":
+        return _load_flux(sd, clip_l_path, options, name, det, resolved)
     target = type_target(factory, tokenizer)
     clip = comfy.sd.CLIP(target, embedding_directory=folder_paths.get_folder_paths("embeddings"),
                          parameters=comfy.utils.calculate_parameters(sd), tokenizer_data=tokenizer_data,
                          state_dict=[sd], model_options=options)
     log.info("[quantized] %s: %s file (%s), running %s", name, det.layout, det.format or "float", resolved.label)
+    return clip
+
+
+def _load_flux(t5_sd: dict, clip_l_path: str, options: dict, name: str, det, resolved):
+    """T5-XXL + CLIP-L through core's CLIPType.FLUX branch, with this pack's model_options."""
+    clip_l_sd = comfy.utils.load_torch_file(clip_l_path, safe_load=True)
+    if "transformer.resblocks.0.ln_1.weight" in clip_l_sd:  # open-clip names: core converts them as well
+        clip_l_sd = comfy.utils.clip_text_transformers_convert(clip_l_sd, "", "")
+    if comfy.sd.detect_te_model(clip_l_sd) != comfy.sd.TEModel.CLIP_L:
+        raise ValueError(f"{NODE}: {os.path.basename(clip_l_path)} is not a CLIP-L text encoder (no "
+                         f"text_model.encoder.layers.*); choose clip_l.safetensors as clip_l_name")
+    # Core's model_options_long_clip rebuilds clip_l_model_config from options["model_config"] (plus the file's
+    # position count), so the shape-read config goes there; the real clip_l.safetensors reads core's defaults.
+    options["model_config"] = clip_l_config(clip_l_sd)
+    clip = comfy.sd.load_text_encoder_state_dicts(
+        [t5_sd, clip_l_sd], embedding_directory=folder_paths.get_folder_paths("embeddings"),
+        clip_type=comfy.sd.CLIPType.FLUX, model_options=options)
+    log.info("[quantized] %s + %s: %s file (%s), T5 running %s, CLIP-L as core loads it", name,
+             os.path.basename(clip_l_path), det.layout, det.format or "float", resolved.label)
     return clip
 
 

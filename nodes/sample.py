@@ -25,8 +25,31 @@ def _peak_gib(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
 
 
+_WRAPPER_KEY = "comfyui_quantized.sample_timer"
+try:  # The wrapper around the sampler's loop alone (after model loading and LoRA patching).
+    from comfy.patcher_extension import WrappersMP
+    _SAMPLER_SAMPLE = getattr(WrappersMP, "SAMPLER_SAMPLE", None)
+except ImportError:  # very old ComfyUI: the node's whole time is reported instead
+    _SAMPLER_SAMPLE = None
+
+
+class _StepTimer:
+    """A SAMPLER_SAMPLE wrapper: adds up the seconds spent inside the sampler's loop (the steps only)."""
+
+    def __init__(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def __call__(self, executor, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+
+
 def report(per_step: float, peak_gib: float, kernels: dict) -> str:
-    """One line: seconds per step (model loading included), peak VRAM, the kernels that ran (calls each)."""
+    """One line: seconds per sampling step (loading and LoRA patching excluded), peak VRAM, kernels (calls each)."""
     ran = ", ".join(f"{k} x{n}" for k, n in sorted(kernels.items())) or "none (unquantized)"
     return f"{per_step:.3f} s/step, peak VRAM {peak_gib:.2f} GiB, kernels: {ran}"
 
@@ -59,11 +82,22 @@ class QuantizedSample:
         device = comfy.model_management.get_torch_device()
         _peak_reset(device)
         RAN.clear()
+        timer = _StepTimer()
+        timed = _SAMPLER_SAMPLE is not None and hasattr(model, "add_wrapper_with_key")
+        if timed:
+            model.add_wrapper_with_key(_SAMPLER_SAMPLE, _WRAPPER_KEY, timer)
         start = time.perf_counter()
-        (latent,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive,
-                                                negative, latent_image, denoise=denoise)
-        per_step, peak, kernels = (time.perf_counter() - start) / max(steps, 1), _peak_gib(device), dict(RAN)
+        try:
+            (latent,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive,
+                                                    negative, latent_image, denoise=denoise)
+        finally:
+            total = time.perf_counter() - start
+            if timed:
+                model.remove_wrappers_with_key(_SAMPLER_SAMPLE, _WRAPPER_KEY)
+        seconds = timer.seconds if timer.calls else total  # no wrapper support: the whole node's time
+        per_step, peak, kernels = seconds / max(steps, 1), _peak_gib(device), dict(RAN)
         text = report(per_step, peak, kernels)
         log.info("[quantized] Sample: %s", text)
-        ui = {"text": [text], "seconds_per_step": [per_step], "peak_vram_gb": [peak], "kernels": sorted(kernels)}
+        ui = {"text": [text], "seconds_per_step": [per_step], "seconds_total": [total], "peak_vram_gb": [peak],
+              "kernels": sorted(kernels)}
         return {"ui": ui, "result": (latent,)}

@@ -330,7 +330,8 @@ def bench_shape(m: int, k: int, n: int, mm_types: list[str], device: torch.devic
             status = availability(res.kernel, res.scheme.format_name, device).status
             qs = [QuantLinear.from_float(l, res.scheme.format, res.kernel) for l in lins]
             measure(name, res.kernel, qs, weight_bytes_ratio(qs[0]),
-                    "emulated: dequantize + fp32 matmul" if status == EMULATED else "")
+                    (("emulated: dequantize + bf16 matmul" if device.type == "cuda" else
+                     "emulated: reference fp32 math") if status == EMULATED else ""))
             del qs
         except Exception as e:  # noqa: BLE001 - a kernel that cannot run is reported, not fatal
             rows.append(Row(label, name, "—", note=f"not verified: {type(e).__name__}: {str(e)[:120]}"))

@@ -1,9 +1,11 @@
 """Kernel "torch": PyTorch's own low-precision GEMMs (no extra package).
 
-int8: torch._int_mm (int32 out) + scale/bias epilogue; fp8: torch._scaled_mm rowwise (scales and
+int8: torch._int_mm (int32 out) + one fused Triton scale/bias/cast pass (kernels.triton_gemm.scale_epilogue;
+plain torch ops without Triton); fp8: torch._scaled_mm rowwise (scales and
 bias fused); fp8 block-128: F.scaled_mm with BlockWise1x128 x BlockWise128x128 (torch >= 2.10,
 sm90); mxfp8 / nvfp4: F.scaled_mm BlockWise1x32 / 1x16 on sm100 (not verified: no Blackwell here),
-emulated elsewhere. Activations are quantized with the shared quantizer (kernels.act_quant).
+emulated elsewhere (reference.emulated_linear: same codes, 16-bit dequantize + cuBLAS GEMM).
+Activations are quantized with the shared quantizer (kernels.act_quant).
 """
 import functools
 from typing import Optional
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..formats import QuantFormat, QTensor
-from . import reference
+from . import reference, triton_quant
 from .act_quant import quantize_activation
 from .base import EMULATED, Availability, Kernel, capability, finish
 
@@ -38,7 +40,13 @@ def _int8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
     m = x.shape[0]
     a = xq.data if m > 16 else F.pad(xq.data, (0, 0, 0, 17 - m))
     acc = torch._int_mm(a, w.data.t())[:m]
-    return finish(acc.float() * xq.scale * w.scale.t(), bias, x.dtype)
+    sw = w.scale if w.scale.dtype == torch.float32 else w.scale.float()
+    if triton_quant.available():  # scales, bias and cast in one pass over the int32 result
+        from .triton_gemm import scale_epilogue
+
+        return scale_epilogue(acc, xq.scale, sw, bias, x.dtype)
+    out = acc.float().mul_(xq.scale).mul_(sw.t())
+    return finish(out, bias, x.dtype)
 
 
 def _fp8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
@@ -46,7 +54,8 @@ def _fp8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
     b = None if bias is None else bias.to(torch.bfloat16)
     # use_fast_accum: Hopper's fp8 tensor-core accumulation without periodic promotion (what torchao and
     # LightX2V use for inference; measured ~15-25% faster on an H100 at equal output error, bench/NOTES.md).
-    out = torch._scaled_mm(xq.data, w.data.t(), scale_a=xq.scale, scale_b=w.scale.float().t().contiguous(),
+    sw = w.scale if w.scale.dtype == torch.float32 else w.scale.float()
+    out = torch._scaled_mm(xq.data, w.data.t(), scale_a=xq.scale, scale_b=sw.t(),
                            bias=b, out_dtype=torch.bfloat16, use_fast_accum=True)
     return out.to(x.dtype)
 
@@ -101,11 +110,11 @@ _cached_probe = functools.lru_cache(maxsize=None)(probe)
 
 def linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> Tensor:
     """x [M, K] on CUDA -> [M, N]; formats without a native path here (or shapes cuBLAS refuses:
-    K or N not a multiple of 16) run the reference math."""
+    K or N not a multiple of 16) run the reference math at x's precision (reference.emulated_linear)."""
     k, n = x.shape[1], w.data.shape[0]
     if (_cached_probe(fmt.name, x.device).status != "native" or fmt.name not in _NATIVE
             or (fmt.name != "int8" and (k % 16 or n % 16))):
-        return reference.linear(x, w, bias, fmt)
+        return reference.emulated_linear(x, w, bias, fmt)
     return _NATIVE[fmt.name](x, w, bias)
 
 

@@ -5,9 +5,13 @@ ModelTC/LightX2V f8aee98b, 2026-08-21): `torchao.quantization.utils._quantize_ac
 (int8, scale [M, 1] in x's dtype, absmax/127) and `_quant_int8_per_token_matmul(x_int8, x_scales,
 w_int8_t [K, N], w_scales [1, N], output_dtype)` (names with a leading underscore since torchao 0.13,
 without before; the matmul is gone from torchao main since 2026-08-07, pytorch/ao 927fded4, i.e. 0.19).
-The activation goes to torchao's quantizer in fp32 so that its scale is fp32 (given bf16 it keeps a bf16
-scale, as in LightX2V, which moves results by ~1% of their range); the result then equals the reference.
-Note torchao's int matmul copies a non-contiguous [K, N] weight view on every call, as in LightX2V.
+The activation is quantized by the pack's shared one-pass quantizer (kernels.act_quant: int8, scale fp32
+[M, 1] = absmax/127, the same codes as torchao's quantizer given fp32 input; the clamp of all-zero rows
+differs, 1e-12 vs torchao's 1e-5): torchao's generic `quantize_affine` in eager mode made many passes
+over x and was most of the 0.12x measured on an H100 (bench/NOTES.md v5). torchao's matmul
+(`safe_int_mm`) copies a non-contiguous [K, N] weight view before `torch._int_mm` on every call (as in
+LightX2V); no torchao entry point takes the [N, K] layout without it (its Triton int_scaled_matmul needs
+TORCHAO_AUTOTUNER_ENABLE), so the copy stays: N*K bytes read + written per call, no cache kept.
 
 fp8: LightX2V's `MMWeightWfp8channelAfp8channeldynamicTorchao` quantizes per token in plain torch and calls
 `torch._scaled_mm(..., use_fast_accum=True)`; here the same call goes through torchao's
@@ -28,10 +32,9 @@ _UTILS = "torchao.quantization.utils"
 
 
 def _int8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
-    quant = library_attr(_UTILS, "_quantize_activation_per_token_absmax", "quantize_activation_per_token_absmax")
     matmul = library_attr(_UTILS, "_quant_int8_per_token_matmul", "quant_int8_per_token_matmul")
-    q, scale = quant(x.float())
-    out = matmul(q, scale, w.data.t(), w.scale.t(), output_dtype=torch.float32)
+    xq = quantize_activation(x, "int8")
+    out = matmul(xq.data, xq.scale, w.data.t(), w.scale.t(), output_dtype=torch.float32)
     return finish(out, bias, x.dtype)
 
 

@@ -31,11 +31,17 @@ def probe(fmt: str, device: torch.device) -> Availability:
     return cuda_probe(device, _MIN_CC[fmt], module="triton")
 
 
+_MODS: list = []  # (triton_gemm, triton_quant.quantize), imported on first use (they need Triton)
+
+
 def _w8a8_linear(x: Tensor, w: Tensor, w_scale: Tensor, bias: Optional[Tensor], fmt: str) -> Tensor:
     """x [M, K] float -> [M, N] in x.dtype; w [N, K] int8/e4m3 with its scales (see quant/formats)."""
-    from . import triton_gemm
-    from .triton_quant import quantize
+    if not _MODS:
+        from . import triton_gemm
+        from .triton_quant import quantize
 
+        _MODS.extend((triton_gemm, quantize))
+    triton_gemm, quantize = _MODS
     if fmt == "fp8_block128" and FUSED_BLOCK128_QUANT:
         return triton_gemm.w8a8_gemm(x, None, w, w_scale, bias, x.dtype, grouped=True, a_fused=True)
     xq = quantize(x, fmt)

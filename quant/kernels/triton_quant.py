@@ -27,9 +27,17 @@ GROUP = 128
 _MAX_SINGLE = 16384  # rows up to this K are held in registers: x is read exactly once
 
 
+_AVAILABLE: list = []  # memo of available() (asked on every activation quantization)
+
+
 def available() -> bool:
     """True when the Triton quantizers can run (Triton importable and a CUDA device present)."""
-    return triton is not None and torch.cuda.is_available()
+    if not _AVAILABLE:
+        ok = triton is not None and torch.cuda.is_available()
+        if not ok:  # not memoised: tests (and late CUDA init) may change the answer
+            return False
+        _AVAILABLE.append(ok)
+    return True
 
 
 if triton is not None:

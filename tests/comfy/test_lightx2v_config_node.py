@@ -4,16 +4,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 
 import pytest
 import torch
 from conftest import execution_error
 from graphs import FRAMES, PROMPT, SIZE, _sample, latent, rel_err, t2v
+from lightx2v_files import clip_to_wan
+from lightx2v_synth import quantize_model, save_pth
 from safetensors.torch import load_file
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "unit"))
-from lightx2v_synth import quantize_model, save_pth  # noqa: E402
 
 BOUND_INT8 = 0.03  # test_server.BOUND["int8"]: DiT and T5 both int8 here, so twice that
 T5_DIR = "lightx2v_t5"
@@ -76,7 +74,9 @@ def ok(server, graph: dict) -> dict:
 def test_config_node_listed(server):
     info = server.get("/object_info")["LoadLightX2VConfig"]
     assert info["display_name"] == "Load LightX2V Config" and info["category"] == "quantized"
-    assert info["output"] == ["MODEL", "CLIP", "CLIP_VISION"]
+    assert info["output"] == ["MODEL", "CLIP", "CLIP_VISION", "MODEL"]
+    assert info["output_name"] == ["model", "clip", "clip_vision", "low_noise_model"]
+    assert "high-noise" in info["description"] and "low_noise_model" in info["description"]
 
 
 def test_lightx2v_config_matches_bf16(server, workspace, lightx2v_t5):
@@ -109,32 +109,11 @@ def test_bad_config_names_the_field(server, workspace, field, value, expected):
     assert expected in err["exception_message"], err["exception_message"]
 
 
-def _clip_to_wan(sd: dict) -> dict:
-    """ComfyUI clip_vision_h names -> Wan-native open-clip ones (q/k/v fused, embeddings reshaped, head transposed)."""
-    e, out = "vision_model.embeddings.", {}
-    out["visual.patch_embedding.weight"] = sd[e + "patch_embedding.weight"]
-    out["visual.cls_embedding"] = sd[e + "class_embedding"].reshape(1, 1, -1)
-    out["visual.pos_embedding"] = sd[e + "position_embedding.weight"][None]
-    out["visual.head"] = sd["visual_projection.weight"].t().contiguous()
-    for a, b in (("pre_layrnorm", "pre_norm"), ("post_layernorm", "post_norm")):
-        for s in ("weight", "bias"):
-            out[f"visual.{b}.{s}"] = sd[f"vision_model.{a}.{s}"]
-    n = 1 + max(int(k.split(".")[3]) for k in sd if k.startswith("vision_model.encoder.layers."))
-    for i in range(n):
-        p, q = f"vision_model.encoder.layers.{i}.", f"visual.transformer.{i}."
-        for s in ("weight", "bias"):
-            out[q + f"attn.to_qkv.{s}"] = torch.cat([sd[p + f"self_attn.{x}_proj.{s}"] for x in "qkv"])
-            for a, b in (("layer_norm1", "norm1"), ("layer_norm2", "norm2"), ("self_attn.out_proj", "attn.proj"),
-                         ("mlp.fc1", "mlp.0"), ("mlp.fc2", "mlp.2")):
-                out[q + f"{b}.{s}"] = sd[p + f"{a}.{s}"]
-    return out
-
-
 def test_wan_native_clip_pth_loads(comfy_in_process, workspace, tmp_path):
     """LightX2V's int8 CLIP .pth (Wan-native names) loads through the CLIP path loader and matches the float file."""
     from comfyui_quantized.nodes.load_clip_vision import load_clip_vision_path
     path = os.path.join(workspace["base"], "models", "clip_vision", workspace["names"]["clip"])
-    wan = quantize_model(_clip_to_wan(load_file(path)), "wan_clip", "int8", torch.float16)
+    wan = quantize_model(clip_to_wan(load_file(path)), "wan_clip", "int8", torch.float16)
     pth = save_pth(wan, str(tmp_path), "models_clip_open-clip-xlm-roberta-large-vit-huge-14-int8")
     image = torch.rand(1, 28, 28, 3, generator=torch.Generator().manual_seed(0))
     ref = load_clip_vision_path(path, "Default").encode_image(image)["penultimate_hidden_states"].float()

@@ -97,7 +97,7 @@ def test_workflow_loads_without_missing_nodes(page, path):
 
 def test_dropdown_marks_and_screenshot(page, tmp_path):
     """Entries read "name · status" in the open dropdown; the widget value stays the bare name."""
-    open_workflow(page, next(p for p in WORKFLOWS if "i2v" in p))
+    open_workflow(page, next(p for p in WORKFLOWS if os.path.basename(p).startswith("wan2.1_i2v")))
     page.evaluate("document.querySelectorAll('.p-toast-close-button').forEach(b => b.click())")
     spot = page.evaluate("""() => {
         const n = app.graph.nodes.find(n => n.type === 'LoadQuantizedDiT');

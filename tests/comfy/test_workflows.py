@@ -8,13 +8,14 @@ import os
 import pytest
 
 from conftest import REPO, execution_error
+from lightx2v_files import i2v_config
 
 WORKFLOWS = sorted(glob.glob(os.path.join(REPO, "example_workflows", "*.json")))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 # Tiny stand-ins: file widgets -> tiny model keys (conftest's workspace names), sizes/steps -> CPU-sized.
 FILES = {"unet_name": {"i2v": "dit_i2v", "": "dit_t2v"}, "clip_name": {"LoadQuantizedCLIP": "clip", "": "t5"},
-         "vae_name": {"": "vae"}, "image": {"": "image"}}
+         "vae_name": {"": "vae"}, "image": {"": "image"}, "config_name": {"": "lightx2v_i2v_config"}}
 SMALL = {"width": 32, "height": 32, "length": 5, "steps": 2, "start_at_step": 1, "end_at_step": 1}
 TO_THE_END = 10000  # KSamplerAdvanced end_at_step meaning "the last step"
 
@@ -42,7 +43,10 @@ def combo_options(spec: list) -> list | None:
 def widget_values(node: dict, info: dict) -> dict:
     """widgets_values mapped onto input names (skipping control_after_generate and upload entries)."""
     values, out = list(node.get("widgets_values", [])), {}
+    optional = set(info.get("input_order", {}).get("optional", []))
     for name, spec in widget_inputs(info):
+        if not values and name in optional:
+            break  # an optional widget newer than the workflow: the front end (and the server) use its default
         out[name] = values.pop(0)
         opts = spec[1] if len(spec) > 1 else {}
         if opts.get("control_after_generate", name in ("seed", "noise_seed")):
@@ -89,8 +93,8 @@ def object_info(server) -> dict:
 
 
 def test_workflows_present():
-    """Four templates, each with its same-name .jpg thumbnail."""
-    assert len(WORKFLOWS) == 4, WORKFLOWS
+    """Five templates, each with its same-name .jpg thumbnail."""
+    assert len(WORKFLOWS) == 5, WORKFLOWS
     for path in WORKFLOWS:
         assert os.path.isfile(path[:-5] + ".jpg"), f"no thumbnail for {path}"
 
@@ -116,8 +120,15 @@ def test_workflow_valid(path, object_info):
 
 @pytest.mark.parametrize("path", [p for p in WORKFLOWS if "wan" in os.path.basename(p)], ids=os.path.basename)
 def test_workflow_runs_on_tiny_models(path, server, object_info, workspace):
-    """The template, converted to an API prompt with tiny stand-in files, runs to the end on the CPU."""
-    prompt = tiny(to_api(load(path), object_info), workspace["names"])
+    """The template, converted to an API prompt with tiny stand-in files, runs to the end on the CPU.
+
+    A Load LightX2V Config template gets a tiny Wan 2.1 I2V config written into models/lightx2v_configs/.
+    """
+    wf = load(path)
+    names = dict(workspace["names"])
+    if any(n["type"] == "LoadLightX2VConfig" for n in wf["nodes"]):
+        names["lightx2v_i2v_config"] = i2v_config(workspace)
+    prompt = tiny(to_api(wf, object_info), names)
     entry = server.run(prompt, timeout=240)
     err = execution_error(entry)
     assert err is None, f"{err['node_type']}: {err['exception_message']}"

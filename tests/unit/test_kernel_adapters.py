@@ -312,3 +312,15 @@ def test_torchao_real_library_on_cpu(fmt, dtype):
     if not hasattr(utils, "_quant_int8_per_token_matmul"):
         pytest.skip("this torchao has no int8 per-token matmul")
     _check("torchao", fmt, dtype, True)
+
+
+@pytest.mark.parametrize("fmt_name", ["mxfp8", "nvfp4", "int8", "fp8", "fp8_block128"])
+def test_emulated_linear_is_the_reference_at_16_bit(fmt_name):
+    """The GPU emulation path (16-bit dequantize + F.linear) is the reference up to bf16 rounding;
+    given fp32 it is exactly the reference."""
+    x, w, bias, fmt = _problem(fmt_name, torch.float32, True)
+    assert torch.equal(reference.emulated_linear(x, w, bias, fmt), reference.linear(x, w, bias, fmt))
+    xb, bb = x.bfloat16(), bias.bfloat16()
+    got, ref = reference.emulated_linear(xb, w, bb, fmt), reference.linear(xb, w, bb, fmt)
+    assert got.dtype == torch.bfloat16 and got.shape == ref.shape
+    assert ((got.float() - ref.float()).norm() / ref.float().norm()).item() < 1e-2
