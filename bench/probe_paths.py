@@ -110,7 +110,7 @@ def main():
                         print(f"   parts: weight [K,N] copy {t(lambda: q.weight.t().contiguous()):.3f} ms, torchao quantizer "
                               f"(old adapter) {t(lambda: aoq(x.float())):.3f} ms, shared quantizer "
                               f"{t(lambda: triton_quant.quantize(x, 'int8')):.3f} ms")
-                    del q
+                    q = None  # free the layer before the next method
                 except Exception as e:  # noqa: BLE001
                     print(f"{m},{k},{n} | {fmt}-{kern} | FAILED {e!r:.300}", flush=True)
                 torch.cuda.empty_cache()

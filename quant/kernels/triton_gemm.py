@@ -164,8 +164,8 @@ def w8a8_gemm(a: torch.Tensor, sa, w: torch.Tensor, sw: torch.Tensor, bias, out_
     args = (a, w, c, sa, sw, bias if has_bias else sw, m, n, k, m_bucket(m),
             a.stride(0), w.stride(0), c.stride(0), sa.stride(0), sa.stride(1) if sa.dim() > 1 else 0,
             sw.stride(0), sw.stride(1) if sw.dim() > 1 else 0)
-    consts = dict(HAS_BIAS=has_bias, IS_INT=is_int, GROUPED=grouped, A_FUSED=a_fused, EVEN_K=k % BLOCK == 0,
-                  QMAX=E4M3_MAX, TINY_=TINY)
+    consts = {"HAS_BIAS": has_bias, "IS_INT": is_int, "GROUPED": grouped, "A_FUSED": a_fused,
+              "EVEN_K": k % BLOCK == 0, "QMAX": E4M3_MAX, "TINY_": TINY}
     # After the autotuner has picked a config for this key, launch the jitted kernel with it directly:
     # skips the autotuner's per-call key building and argument dicts (small-M calls are launch-bound).
     key = (args[9], n, k, is_int, grouped, a_fused, has_bias, a.dtype, w.dtype, out_dtype,
