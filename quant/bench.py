@@ -263,8 +263,10 @@ def peer_methods(device: torch.device) -> list[tuple[str, str, Callable[[nn.Line
     except Exception as e:  # noqa: BLE001 - any import problem means "not importable here"
         print(f"# torchao not importable: {type(e).__name__}: {e}", file=sys.stderr)
     try:
-        import comfy_kitchen as ck
+        import importlib
         from importlib.metadata import version as _v
+
+        ck = importlib.import_module("comfy_kitchen")  # a kernel library (ComfyUI core's), not ComfyUI itself
 
         label = f"comfy-kitchen {_v('comfy-kitchen')}"
 

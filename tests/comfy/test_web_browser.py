@@ -3,6 +3,7 @@ live server with ComfyUI's real front end (conftest's `server` fixture runs with
 starts its own on the same tiny-model workspace)."""
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -13,12 +14,13 @@ import urllib.error
 import pytest
 
 from conftest import PACK, REPO, Server, _free_port
-from test_workflows import WORKFLOWS, load
+from test_workflows import FRONTEND_ONLY, WORKFLOWS, load, tiny, widget_inputs
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 EXTENSION = "comfyui-quantized.capabilities"
+T2V = next(p for p in WORKFLOWS if os.path.basename(p) == "wan2.1_t2v_1.3B_int8.json")
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} absent (apt-get install -y chromium)", allow_module_level=True)
@@ -50,24 +52,37 @@ def web_server(comfy_root, workspace):
             proc.wait(timeout=20)
 
 
+def open_page(browser, url: str, viewport: dict | None = None):
+    """A ComfyUI page in a fresh context, loaded, with every console error, page error and failed request
+    recorded in `page.problems`."""
+    pg = browser.new_context(viewport=viewport or {"width": 1500, "height": 800}).new_page()
+    pg.problems = []
+    pg.on("console", lambda m: m.type == "error" and pg.problems.append(f"{m.text} @ {m.location.get('url')}"))
+    pg.on("pageerror", lambda e: pg.problems.append(f"pageerror: {e} {e.stack}"))
+    pg.on("requestfailed", lambda r: pg.problems.append(f"request failed: {r.url}"))
+    pg.goto(url + "/")
+    pg.wait_for_function("window.app?.graph && window.LiteGraph && window.app.extensions.length > 0",
+                         timeout=60000)
+    pg.wait_for_function(f"app.extensions.some(e => e.name === {EXTENSION!r})", timeout=30000)
+    pg.wait_for_timeout(1000)
+    pg.keyboard.press("Escape")  # the first-visit template browser
+    return pg
+
+
 @pytest.fixture(scope="module")
-def page(web_server):
-    """The ComfyUI page, loaded, with every console error, page error and failed request recorded."""
+def browser():
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1500, "height": 800})
-        pg.problems = []
-        pg.on("console", lambda m: m.type == "error" and pg.problems.append(f"{m.text} @ {m.location.get('url')}"))
-        pg.on("pageerror", lambda e: pg.problems.append(f"pageerror: {e} {e.stack}"))
-        pg.on("requestfailed", lambda r: pg.problems.append(f"request failed: {r.url}"))
-        pg.goto(web_server.url + "/")
-        pg.wait_for_function("window.app?.graph && window.LiteGraph && window.app.extensions.length > 0",
-                             timeout=60000)
-        pg.wait_for_function(f"app.extensions.some(e => e.name === {EXTENSION!r})", timeout=30000)
-        pg.wait_for_timeout(1000)
-        pg.keyboard.press("Escape")  # the first-visit template browser
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, web_server):
+    """The ComfyUI page shared by the load/dropdown tests."""
+    pg = open_page(browser, web_server.url)
+    yield pg
+    pg.context.close()
 
 
 def ours(problems: list[str]) -> list[str]:
@@ -112,8 +127,6 @@ def test_dropdown_marks_and_screenshot(page, tmp_path):
     assert "fp8-torch · emulated on CPU" in entries and "int8-vllm · needs vllm" in entries, entries
     assert "Default · unquantized" in entries
     page.screenshot(path=str(tmp_path / "dropdown.png"))
-    if os.environ.get("UPDATE_SCREENSHOT"):
-        shutil.copy(tmp_path / "dropdown.png", os.path.join(REPO, "docs", "screenshot.png"))
     page.keyboard.press("Escape")
     assert page.evaluate("app.graph.nodes.find(n => n.type === 'LoadQuantizedDiT').widgets"
                          ".find(w => w.name === 'mm_type').value") == spot["value"] == "fp8-torch"
@@ -123,15 +136,99 @@ def test_dropdown_marks_and_screenshot(page, tmp_path):
     assert ours(page.problems) == []
 
 
-def test_sample_shows_run_stats(page):
-    """The Sample node's ui output (seconds per step, peak VRAM, kernels) appears on the node, unsaved."""
-    open_workflow(page, next(p for p in WORKFLOWS if "t2v_1.3B" in p))
-    text = page.evaluate("""() => {
+def widget_positions(node: dict, info: dict) -> dict[str, int]:
+    """Input name -> index in widgets_values (test_workflows.widget_values' walk, keeping the positions)."""
+    count, at, out = len(node.get("widgets_values", [])), 0, {}
+    optional = set(info.get("input_order", {}).get("optional", []))
+    for name, spec in widget_inputs(info):
+        if at >= count and name in optional:
+            break
+        out[name], at = at, at + 1
+        opts = spec[1] if len(spec) > 1 else {}
+        at += bool(opts.get("control_after_generate", name in ("seed", "noise_seed"))) + bool(opts.get("image_upload"))
+    return out
+
+
+def tiny_ui(wf: dict, object_info: dict, names: dict) -> dict:
+    """The UI-format workflow with test_workflows.tiny's swaps applied to widgets_values in place: tiny model
+    files (their `properties.models` entries renamed too, so no missing-model notice), CPU-sized sizes/steps."""
+    wf = copy.deepcopy(wf)
+    for node in wf["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        at = widget_positions(node, object_info[node["type"]])
+        values = {name: node["widgets_values"][i] for name, i in at.items()}
+        small = tiny({"0": {"class_type": node["type"], "inputs": dict(values)}}, names)["0"]["inputs"]
+        renamed = {values[k]: v for k, v in small.items() if values[k] != v and isinstance(v, str)}
+        for name, value in small.items():
+            node["widgets_values"][at[name]] = value
+        for model in node.get("properties", {}).get("models", []):
+            model["name"] = renamed.get(model["name"], model["name"])
+    return wf
+
+
+def test_template_runs_from_the_ui(browser, web_server, workspace, tmp_path):
+    """A new user's path: open the Wan 2.1 T2V template (tiny stand-in files), press Run, read the Sample
+    node's real "last run" line (from its executed ui output), and see the dropdown marks.
+
+    A page of its own (one workflow tab, a viewport that holds the whole graph) for the README screenshot."""
+    wf = tiny_ui(load(T2V), web_server.get("/object_info"), workspace["names"])
+    wf.setdefault("extra", {})["ds"] = {"scale": 0.8, "offset": [60, 90]}
+    page = open_page(browser, web_server.url, {"width": 1600, "height": 900})
+    page.evaluate("wf => app.loadGraphData(wf)", wf)
+    page.wait_for_timeout(500)
+    assert page.evaluate("app.graph.nodes.filter(n => !LiteGraph.registered_node_types[n.type]).length") == 0
+    assert page.evaluate("app.graph.nodes.find(n => n.type === 'QuantizedSample').widgets"
+                         ".find(w => w.name === 'last run')") is None
+    with page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as queued:
+        page.locator('[data-testid="queue-button"]').click()
+    assert queued.value.ok, queued.value.text()
+    pid = queued.value.json()["prompt_id"]
+    end = time.time() + 50
+    while True:
+        entry = web_server.get(f"/history/{pid}").get(pid)
+        if entry and entry.get("status", {}).get("status_str") in ("success", "error"):
+            break
+        assert time.time() < end, "the queued template did not finish in 50 s"
+        time.sleep(0.2)
+    assert entry["status"]["status_str"] == "success", entry["status"]["messages"]
+    sample_id = str(next(n["id"] for n in wf["nodes"] if n["type"] == "QuantizedSample"))
+    kernels = entry["outputs"][sample_id]["kernels"]
+    assert kernels and all("int8" in k for k in kernels), kernels
+    page.wait_for_function("""() => app.graph.nodes.find(n => n.type === 'QuantizedSample').widgets
+        .find(w => w.name === 'last run')?.value""", timeout=10000)
+    text, saved = page.evaluate("""() => {
         const n = app.graph.nodes.find(n => n.type === 'QuantizedSample');
-        n.onExecuted({text: ['x'], seconds_per_step: [0.5], peak_vram_gb: [1.25], kernels: ['triton:int8']});
-        return [n.widgets.find(w => w.name === 'last run')?.value, app.graph.serialize().nodes
-            .find(s => s.type === 'QuantizedSample').widgets_values.length, n.widgets.length];
+        return [n.widgets.find(w => w.name === 'last run').value,
+                app.graph.serialize().nodes.find(s => s.type === 'QuantizedSample').widgets_values.length];
     }""")
-    assert text[0] == "0.50 s/step · peak VRAM 1.25 GiB · kernels: triton:int8", text
-    assert text[1] == 7, "the stats widget must not be saved into the workflow"
+    per_step = entry["outputs"][sample_id]["seconds_per_step"][0]
+    assert text == f"{per_step:.2f} s/step · peak VRAM 0.00 GiB · kernels: {', '.join(kernels)}", text
+    assert saved == 7, "the stats widget must not be saved into the workflow"
+    # The screenshot: the graph after the run (the Sample node widened so its whole stats line shows),
+    # with the DiT's mm_type dropdown open showing the marks.
+    page.evaluate("""() => {
+        document.querySelectorAll('.p-toast-close-button').forEach(b => b.click());
+        const n = app.graph.nodes.find(n => n.type === 'QuantizedSample');
+        n.setSize([520, n.size[1]]);
+        app.graph.setDirtyCanvas(true, true);
+    }""")
+    page.wait_for_timeout(300)
+    spot = page.evaluate("""() => {
+        const n = app.graph.nodes.find(n => n.type === 'LoadQuantizedDiT');
+        const w = n.widgets.find(w => w.name === 'mm_type');
+        const rect = app.canvas.canvas.getBoundingClientRect();
+        const [x, y] = app.canvas.ds.convertOffsetToCanvas([n.pos[0] + n.size[0] / 2, n.pos[1] + w.y + 10]);
+        return {x: rect.left + x / devicePixelRatio, y: rect.top + y / devicePixelRatio};
+    }""")
+    page.mouse.click(spot["x"], spot["y"])
+    page.wait_for_selector(".litecontextmenu .litemenu-entry")
+    entries = page.evaluate("[...document.querySelectorAll('.litecontextmenu .litemenu-entry')].map(e => e.textContent)")
+    assert "int8-torch · emulated on CPU" in entries, entries
+    shot = tmp_path / "template_run.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot: {shot}")
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        shutil.copy(shot, os.path.join(REPO, "docs", "screenshot.png"))
+    page.keyboard.press("Escape")
     assert ours(page.problems) == []
