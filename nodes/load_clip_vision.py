@@ -88,7 +88,7 @@ class LoadQuantizedCLIP:
         return (load_clip_vision_path(model_path("clip_vision", clip_name), quant_scheme, clip_name),)
 
 
-def load_clip_vision_path(path: str, quant_scheme: str, name: str | None = None):
+def load_clip_vision_path(path: str, quant_scheme: str, name: str | None = None) -> comfy.clip_vision.ClipVisionModel:
     """CLIP_VISION from a file in ComfyUI, open_clip or Wan-native (LightX2V `.pth`) key names."""
     name = name or os.path.basename(path)
     sd, det, _ = read_checkpoint(path)

@@ -47,7 +47,7 @@ class LoadQuantizedDiT:
         return (load_dit_path(model_path("diffusion_models", unet_name), mm_type, dtype, unet_name),)
 
 
-def load_dit_path(path: str, mm_type: str, dtype: str, name: str | None = None):
+def load_dit_path(path: str, mm_type: str, dtype: str, name: str | None = None) -> comfy.model_patcher.ModelPatcher:
     """MODEL from a DiT file or sharded folder: `mm_type` a name of the mm_type table, `dtype` a DTYPES key.
 
     LightCompress (LLMC) smoothing factors, when the file holds them, are folded into the linears first.

@@ -114,7 +114,7 @@ def _check_clip_l(type: str, clip_l_path: str | None) -> None:
 
 
 def load_t5_path(path: str, type: str, quant_scheme: str, dtype: str, name: str | None = None,
-                 clip_l_path: str | None = None):
+                 clip_l_path: str | None = None) -> comfy.sd.CLIP:
     """CLIP (text encoder) from a T5 file: ComfyUI or Wan-native (LightX2V `.pth`) key names.
 
     type flux: T5-XXL + the CLIP-L at clip_l_path, assembled by ComfyUI's own Flux path

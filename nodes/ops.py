@@ -41,6 +41,11 @@ def _cast(s: torch.nn.Module, x: Tensor, dtype: torch.dtype):
     return w, b, None
 
 
+def _on(t: Tensor | None, device: torch.device) -> Tensor | None:
+    """t on device (non-blocking copy only when it lies elsewhere); None stays None."""
+    return t if t is None or t.device == device else t.to(device, non_blocking=True)
+
+
 def _uncast(s: torch.nn.Module, w: Tensor, b: Tensor | None, stream) -> None:
     if stream is not None and hasattr(comfy.ops, "uncast_bias_weight"):
         comfy.ops.uncast_bias_weight(s, w, b, stream)
@@ -66,6 +71,7 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
 
     @property
     def quantized(self) -> bool:
+        """True once a quantized weight (with its scales) has been loaded."""
         return self.weight_scale is not None
 
     def _load_from_state_dict(self, sd, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
@@ -104,11 +110,12 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
             w = w.to(self.compute_dtype)
         self.weight = torch.nn.Parameter(w, requires_grad=False)
 
-    def _scales(self, device) -> QTensor:
-        gs = None if self.weight_global_scale is None else self.weight_global_scale.to(device, non_blocking=True)
-        return QTensor(None, self.weight_scale.to(device, non_blocking=True), gs)
+    def _scales(self, device: torch.device) -> QTensor:
+        """The scales on `device` (moved only when elsewhere: this runs on every forward), data left None."""
+        return QTensor(None, _on(self.weight_scale, device), _on(self.weight_global_scale, device))
 
     def forward_comfy_cast_weights(self, input: Tensor, *args, **kwargs) -> Tensor:
+        """Float layers: comfy's manual_cast path. Quantized: cast the stored weight, apply LoRA patches, GEMM."""
         if not self.quantized:
             return super().forward_comfy_cast_weights(input, *args, **kwargs)
         fns, lowvram = self.weight_function, getattr(self, "weight_lowvram_function", None)

@@ -19,7 +19,7 @@ def _name_status(scheme, device) -> dict:
     return {"status": avail.status, "reason": avail.reason, "kernel": kernel, "format": scheme.format_name}
 
 
-def capabilities(device=None) -> dict:
+def capabilities(device: torch.device | str | None = None) -> dict:
     """JSON-ready report: device, versions, and per table (mm_type, quant_scheme) each name's status."""
     if device is None:
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -43,7 +43,7 @@ def capabilities(device=None) -> dict:
     return report
 
 
-def summary_line(device=None) -> str:
+def summary_line(device: torch.device | str | None = None) -> str:
     """One log line: which kernel libraries run natively here."""
     rep = capabilities(device)
     native = sorted({e["kernel"] for e in rep["mm_type"].values() if e.get("kernel") and e["status"] == NATIVE})

@@ -25,7 +25,6 @@ import torch
 from .formats.swizzle import from_blocked, swap_nibbles
 from .safetensors_io import CheckpointError, TensorInfo, read_header
 
-COMFY_FORMATS = {"int8_tensorwise": "int8", "float8_e4m3fn": "fp8", "nvfp4": "nvfp4", "mxfp8": "mxfp8"}
 _DROP_SUFFIXES = (".comfy_quant", ".input_scale", ".scale_input")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def get_family(name: str) -> ModelFamily:
         raise ValueError(f"unknown model type {name!r}; valid: auto, {', '.join(FAMILIES)}") from None
 
 
-def detect_family(keys) -> str:
+def detect_family(keys: Iterable[str]) -> str:
     """Name of the family whose detection key appears among `keys`; error when none does."""
     keys = list(keys)
     for fam in FAMILIES.values():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from torch import Tensor
 
@@ -122,7 +122,7 @@ KEYMAPS: dict[str, KeyMap] = {
 }
 
 
-def is_native(keys, family: str) -> bool:
+def is_native(keys: Iterable[str], family: str) -> bool:
     """True when the keys are LightX2V / Wan-native names of `family` (mapping needed)."""
     native = _keymap(family).native
     return any(native.fullmatch(k) for k in keys)

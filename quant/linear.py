@@ -7,6 +7,7 @@ dict is quantized while loading, one tensor at a time.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -29,6 +30,8 @@ def quantized_linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFo
     lead = x.shape[:-1]
     if x.numel() == 0:
         return x.new_zeros(*lead, n)
+    if x.dim() == 2:  # the common case: no reshape round trip
+        return run_linear(kernel, x, w, bias, fmt)
     out = run_linear(kernel, x.reshape(-1, x.shape[-1]), w, bias, fmt)
     return out.reshape(*lead, n)
 
@@ -92,8 +95,13 @@ class QuantLinear(nn.Module):
                                       unexpected_keys, error_msgs)
 
     def forward(self, x: Tensor) -> Tensor:
-        bias = None if self.bias is None else self.bias.to(x.device)
-        return quantized_linear(x, self.qweight().to(x.device), bias, self.fmt, self.kernel)
+        """y = x @ dequant(weight).T + bias; weight, scales and bias moved to x's device only when elsewhere."""
+        w, bias = self.qweight(), self.bias
+        if self.weight.device != x.device:
+            w = w.to(x.device)
+        if bias is not None and bias.device != x.device:
+            bias = bias.to(x.device)
+        return quantized_linear(x, w, bias, self.fmt, self.kernel)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, format={self.fmt.name}, kernel={self.kernel}"
@@ -128,7 +136,7 @@ def normalize_state_dict(sd: dict, prefix: str, fmt: QuantFormat, k: int, n: int
         raise ValueError(f"'{wkey}' is quantized ({w.dtype}) but '{skey}' is missing")
     want = tuple(fmt.weight_scale_shape(n, k))
     s = sd[skey]
-    if s.numel() != _numel(want) or (s.dim() == len(want) and tuple(s.shape) != want):
+    if s.numel() != math.prod(want) or (s.dim() == len(want) and tuple(s.shape) != want):
         raise ValueError(f"'{skey}' has shape {tuple(s.shape)}, expected {want} for {fmt.name}")
     sdt = scale_dtype(fmt)
     sd[skey] = s.view(torch.uint8).reshape(want) if sdt == torch.uint8 and s.dtype != torch.uint8 else s.to(sdt).reshape(want)
@@ -136,10 +144,3 @@ def normalize_state_dict(sd: dict, prefix: str, fmt: QuantFormat, k: int, n: int
         if gkey not in sd:
             raise ValueError(f"'{wkey}' is nvfp4 but '{gkey}' is missing")
         sd[gkey] = sd[gkey].float().reshape(())
-
-
-def _numel(shape: tuple) -> int:
-    out = 1
-    for d in shape:
-        out *= d
-    return out

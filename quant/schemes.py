@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
+
 from .formats import QuantFormat, get_format
 
 AUTO = "auto"
@@ -25,10 +27,12 @@ class Scheme:
 
     @property
     def quantized(self) -> bool:
+        """True unless the name means no quantization (Default)."""
         return self.format_name is not None
 
     @property
     def format(self) -> QuantFormat:
+        """The QuantFormat of a quantized scheme (raises for Default)."""
         return get_format(self.format_name)
 
     @property
@@ -123,12 +127,13 @@ class Resolved:
 
     @property
     def label(self) -> str:
+        """What runs, for logs: "format/kernel", or Default."""
         if not self.scheme.quantized:
             return DEFAULT
         return f"{self.scheme.format_name}/{self.kernel}"
 
 
-def native_format(device) -> Optional[str]:
+def native_format(device: torch.device | str) -> Optional[str]:
     """Fastest format this device has tensor cores for (fp8 on sm89+, int8 on sm75+), else None."""
     from .kernels.base import capability
 
@@ -138,7 +143,7 @@ def native_format(device) -> Optional[str]:
     return "fp8" if cc >= (8, 9) else "int8" if cc >= (7, 5) else None
 
 
-def runnable_names(format_name: str, table: str, device) -> list[str]:
+def runnable_names(format_name: str, table: str, device: torch.device | str) -> list[str]:
     """Names of `table` for this format whose kernel runs on device (natively or emulated)."""
     from .kernels import availability
 
@@ -149,7 +154,7 @@ def runnable_names(format_name: str, table: str, device) -> list[str]:
     return out
 
 
-def resolve(name: str, table: str = "mm_type", device="cpu", file_format: Optional[str] = None) -> Resolved:
+def resolve(name: str, table: str = "mm_type", device: torch.device | str = "cpu", file_format: Optional[str] = None) -> Resolved:
     """Bind a dropdown name to a scheme and kernel for `device`.
 
     file_format: the format the checkpoint already holds (None for a float checkpoint). `auto`

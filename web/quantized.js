@@ -57,6 +57,8 @@ function showStats(node, ui) {
     widget.serialize = false;
   }
   widget.value = text;
+  const wanted = Math.min(720, 80 + 7 * (STATS_WIDGET.length + text.length));
+  if (node.size[0] < wanted) node.setSize([wanted, node.size[1]]);
   node.setDirtyCanvas(true, true);
 }
 

@@ -27,7 +27,8 @@ class QTensor:
     scale: Tensor
     global_scale: Optional[Tensor] = None
 
-    def to(self, device) -> "QTensor":
+    def to(self, device: torch.device | str) -> "QTensor":
+        """The same tensors on `device` (each returned as is when already there)."""
         gs = None if self.global_scale is None else self.global_scale.to(device)
         return QTensor(self.data.to(device), self.scale.to(device), gs)
 
@@ -58,6 +59,11 @@ class QuantFormat:
             raise ValueError(
                 f"{self.name}: {what} = {k} is not divisible by the block size {self.k_multiple}; "
                 f"use a per-channel format (int8, fp8) for this layer")
+
+
+def ceil_div(a: int, b: int) -> int:
+    """ceil(a / b) for non-negative ints (number of blocks of b covering a)."""
+    return -(-a // b)
 
 
 def check_finite(t: Tensor, name: str) -> None:

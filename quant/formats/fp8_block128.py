@@ -6,13 +6,9 @@ K must be a multiple of 128; N may be ragged (the last block row is partial).
 """
 import torch
 
-from .base import E4M3_MAX, TINY, QuantFormat, QTensor, as_rows, cast_e4m3, group_view
+from .base import E4M3_MAX, TINY, QuantFormat, QTensor, as_rows, cast_e4m3, ceil_div, group_view
 
 BLOCK = 128
-
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def quantize_weight(w: torch.Tensor) -> QTensor:
@@ -20,7 +16,7 @@ def quantize_weight(w: torch.Tensor) -> QTensor:
     wf = as_rows(w)
     n, k = wf.shape
     FORMAT.check_k(k)
-    nb = _ceil(n, BLOCK)
+    nb = ceil_div(n, BLOCK)
     padded = torch.nn.functional.pad(wf, (0, 0, 0, nb * BLOCK - n))
     blocks = padded.reshape(nb, BLOCK, k // BLOCK, BLOCK)
     scale = blocks.abs().amax(dim=(1, 3)).clamp(min=TINY) / E4M3_MAX
@@ -60,5 +56,5 @@ FORMAT = QuantFormat(
     quantize_activation=quantize_activation,
     dequantize_weight=dequantize_weight,
     dequantize_activation=dequantize_activation,
-    weight_scale_shape=lambda n, k: (_ceil(n, BLOCK), k // BLOCK),
+    weight_scale_shape=lambda n, k: (ceil_div(n, BLOCK), k // BLOCK),
 )

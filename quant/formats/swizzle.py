@@ -7,15 +7,13 @@ Nibble order: this pack stores element 2i in the low nibble; ComfyUI stores it i
 """
 import torch
 
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
+from .base import ceil_div
 
 
 def to_blocked(scale: torch.Tensor) -> torch.Tensor:
     """Row-major [rows, cols] -> blocked, shaped like the padded matrix [ceil(rows/128)*128, ceil(cols/4)*4]."""
     rows, cols = scale.shape
-    rb, cb = _ceil(rows, 128), _ceil(cols, 4)
+    rb, cb = ceil_div(rows, 128), ceil_div(cols, 4)
     padded = scale.new_zeros(rb * 128, cb * 4)
     padded[:rows, :cols] = scale
     tiles = padded.reshape(rb, 4, 32, cb, 4).permute(0, 3, 2, 1, 4)
@@ -24,7 +22,7 @@ def to_blocked(scale: torch.Tensor) -> torch.Tensor:
 
 def from_blocked(blocked: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """Inverse of to_blocked: blocked scales -> row-major [rows, cols]."""
-    rb, cb = _ceil(rows, 128), _ceil(cols, 4)
+    rb, cb = ceil_div(rows, 128), ceil_div(cols, 4)
     if blocked.numel() != rb * cb * 512:
         raise ValueError(f"blocked scale has {blocked.numel()} elements, expected {rb * cb * 512} for [{rows}, {cols}]")
     tiles = blocked.reshape(rb, cb, 32, 4, 4).permute(0, 3, 2, 1, 4)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ class Availability:
 
     @property
     def runs(self) -> bool:
+        """True when native or emulated."""
         return self.status != UNAVAILABLE
 
 
@@ -89,7 +90,7 @@ def library_probe(module: str, min_cc: dict[str, tuple[int, int]],
     return probe
 
 
-def library_attr(module: str, *names: str):
+def library_attr(module: str, *names: str) -> Any:
     """Import `module` now (lazily, at first use) and return the first of `names` it defines."""
     mod = importlib.import_module(module)
     for name in names:
@@ -103,6 +104,11 @@ def library_attr(module: str, *names: str):
 def half_dtype(x: Tensor) -> torch.dtype:
     """Output dtype for epilogues that write only fp16/bf16: x's own when 16-bit, else bf16."""
     return x.dtype if x.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+
+
+def fp32(t: Tensor) -> Tensor:
+    """t as float32, without a call when it already is (weight scales are stored fp32: the usual case)."""
+    return t if t.dtype == torch.float32 else t.float()
 
 
 def bias_as(bias: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:

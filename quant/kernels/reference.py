@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..formats import QuantFormat, QTensor
-from .base import EMULATED, Availability, Kernel, finish
+from .base import finish
 
 
 def linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> Tensor:
@@ -33,12 +33,3 @@ def emulated_linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFor
     xd = fmt.dequantize_activation(fmt.quantize_activation(x), x.dtype)
     wd = fmt.dequantize_weight(w, x.dtype)
     return F.linear(xd, wd, None if bias is None else bias.to(x.dtype))
-
-
-KERNEL = Kernel(
-    name="reference",
-    formats=frozenset({"int8", "fp8", "fp8_block128", "mxfp8", "nvfp4"}),
-    install_hint="",
-    probe=lambda fmt, device: Availability(EMULATED, "reference math (dequantize + float matmul)"),
-    linear=linear,
-)

@@ -17,7 +17,7 @@ from torch import Tensor
 from ..formats import QuantFormat, QTensor
 from . import reference, triton_quant
 from .act_quant import quantize_activation
-from .base import EMULATED, Availability, Kernel, capability, finish
+from .base import EMULATED, Availability, Kernel, capability, finish, fp32
 
 _MIN_CC = {"int8": (7, 5), "fp8": (8, 9), "fp8_block128": (9, 0), "mxfp8": (10, 0), "nvfp4": (10, 0)}
 
@@ -40,7 +40,7 @@ def _int8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
     m = x.shape[0]
     a = xq.data if m > 16 else F.pad(xq.data, (0, 0, 0, 17 - m))
     acc = torch._int_mm(a, w.data.t())[:m]
-    sw = w.scale if w.scale.dtype == torch.float32 else w.scale.float()
+    sw = fp32(w.scale)
     if triton_quant.available():  # scales, bias and cast in one pass over the int32 result
         from .triton_gemm import scale_epilogue
 
@@ -54,7 +54,7 @@ def _fp8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
     b = None if bias is None else bias.to(torch.bfloat16)
     # use_fast_accum: Hopper's fp8 tensor-core accumulation without periodic promotion (what torchao and
     # LightX2V use for inference; measured ~15-25% faster on an H100 at equal output error, bench/NOTES.md).
-    sw = w.scale if w.scale.dtype == torch.float32 else w.scale.float()
+    sw = fp32(w.scale)
     out = torch._scaled_mm(xq.data, w.data.t(), scale_a=xq.scale, scale_b=sw.t(),
                            bias=b, out_dtype=torch.bfloat16, use_fast_accum=True)
     return out.to(x.dtype)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..formats import QuantFormat, QTensor
-from .base import Availability, Kernel, cuda_probe
+from .base import Availability, Kernel, cuda_probe, fp32
 
 _MIN_CC = {"int8": (8, 0), "fp8": (8, 9), "fp8_block128": (8, 9)}
 # Block-128: quantize the activation inside the GEMM (True) or in a separate Triton pass (False).
@@ -59,7 +59,7 @@ def _(x, w, w_scale, bias, fmt):
 def linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> Tensor:
     """x [M, K] on CUDA -> [M, N] in x.dtype."""
     fmt.check_k(x.shape[1])
-    scale = w.scale if w.scale.dtype == torch.float32 else w.scale.float()
+    scale = fp32(w.scale)
     # Eager: call the implementation directly (the custom-op dispatch costs ~tens of us per call,
     # which shows at small M); under torch.compile: the custom op, one opaque graph node.
     op = w8a8_linear if torch.compiler.is_compiling() else _w8a8_linear

@@ -143,8 +143,8 @@ def _grid(meta, m, n):
 _BEST: dict = {}  # launch key -> the autotuner's config (filled on the key's first call)
 
 
-def w8a8_gemm(a: torch.Tensor, sa, w: torch.Tensor, sw: torch.Tensor, bias, out_dtype: torch.dtype,
-              grouped: bool, a_fused: bool = False) -> torch.Tensor:
+def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor | None, w: torch.Tensor, sw: torch.Tensor,
+              bias: torch.Tensor | None, out_dtype: torch.dtype, grouped: bool, a_fused: bool = False) -> torch.Tensor:
     """The one launcher.
 
     a: [M, K] int8/e4m3 (quantized; sa its scales: [M, 1] per token or [M, K/128]) or, with a_fused,
@@ -197,7 +197,8 @@ def _scale_epilogue_kernel(acc_ptr, sa_ptr, sb_ptr, bias_ptr, c_ptr, M, N, strid
     tl.store(c_ptr + rows * stride_cm + offs_n[None, :], out.to(c_ptr.dtype.element_ty), mask=mask)
 
 
-def scale_epilogue(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor, bias, out_dtype: torch.dtype) -> torch.Tensor:
+def scale_epilogue(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor, bias: torch.Tensor | None,
+                   out_dtype: torch.dtype) -> torch.Tensor:
     """int32 [M, N] (row stride any, unit column stride) x per-token sa [M, 1] x per-channel sb [N, 1]
     (+ bias [N]) -> out_dtype [M, N] in one pass (the epilogue torch._int_mm lacks)."""
     m, n = acc.shape

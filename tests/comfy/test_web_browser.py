@@ -180,6 +180,7 @@ def test_template_runs_from_the_ui(browser, web_server, workspace, tmp_path):
     assert page.evaluate("app.graph.nodes.filter(n => !LiteGraph.registered_node_types[n.type]).length") == 0
     assert page.evaluate("app.graph.nodes.find(n => n.type === 'QuantizedSample').widgets"
                          ".find(w => w.name === 'last run')") is None
+    assert "errors found" not in page.evaluate("document.body.innerText")  # the original names: "3 errors found"
     with page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as queued:
         page.locator('[data-testid="queue-button"]').click()
     assert queued.value.ok, queued.value.text()
@@ -205,12 +206,12 @@ def test_template_runs_from_the_ui(browser, web_server, workspace, tmp_path):
     per_step = entry["outputs"][sample_id]["seconds_per_step"][0]
     assert text == f"{per_step:.2f} s/step · peak VRAM 0.00 GiB · kernels: {', '.join(kernels)}", text
     assert saved == 7, "the stats widget must not be saved into the workflow"
-    # The screenshot: the graph after the run (the Sample node widened so its whole stats line shows),
-    # with the DiT's mm_type dropdown open showing the marks.
+    # The DiT's mm_type dropdown, marked; then the screenshot: the graph after the run, the marks on the
+    # mm_type / quant_scheme widgets, the Sample node widened so its whole stats line shows.
     page.evaluate("""() => {
         document.querySelectorAll('.p-toast-close-button').forEach(b => b.click());
         const n = app.graph.nodes.find(n => n.type === 'QuantizedSample');
-        n.setSize([520, n.size[1]]);
+        n.setSize([560, n.size[1]]);
         app.graph.setDirtyCanvas(true, true);
     }""")
     page.wait_for_timeout(300)
@@ -225,10 +226,14 @@ def test_template_runs_from_the_ui(browser, web_server, workspace, tmp_path):
     page.wait_for_selector(".litecontextmenu .litemenu-entry")
     entries = page.evaluate("[...document.querySelectorAll('.litecontextmenu .litemenu-entry')].map(e => e.textContent)")
     assert "int8-torch · emulated on CPU" in entries, entries
+    page.mouse.click(800, 780)  # an empty spot of the canvas closes the menu
+    page.wait_for_selector(".litecontextmenu", state="detached", timeout=5000)
+    assert "errors found" not in page.evaluate("document.body.innerText")
     shot = tmp_path / "template_run.png"
     page.screenshot(path=str(shot))
     print(f"screenshot: {shot}")
     if os.environ.get("UPDATE_SCREENSHOT"):
         shutil.copy(shot, os.path.join(REPO, "docs", "screenshot.png"))
-    page.keyboard.press("Escape")
-    assert ours(page.problems) == []
+    problems = ours(page.problems)
+    page.context.close()  # (on a failure above, the browser fixture's close takes it)
+    assert problems == []
