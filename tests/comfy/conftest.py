@@ -5,6 +5,7 @@ ComfyUI is found through COMFYUI_PATH, an enclosing custom_nodes/ folder, or com
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -84,13 +85,8 @@ def workspace(comfy_root, tmp_path_factory) -> dict:
     os.makedirs(os.path.join(base, "custom_nodes"))
     os.symlink(REPO, os.path.join(base, "custom_nodes", PACK))
     os.makedirs(os.path.join(base, "frontend"))
-    script = (f"import sys; sys.path[:0] = [{comfy_root!r}, {HERE!r}]; import comfy.cli_args; "
-              "comfy.cli_args.args.cpu = True; import tiny_models, json; "
-              f"print(json.dumps(tiny_models.make_all({os.path.join(base, 'models')!r}, {os.path.join(base, 'input')!r})))")
-    out = subprocess.run([sys.executable, "-c", script], cwd=comfy_root, capture_output=True, text=True, timeout=300,
-                         check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    names = json.loads(out.stdout.strip().splitlines()[-1])
+    names = make_tiny(comfy_root, "tiny_models",
+                      os.path.join(base, "models"), os.path.join(base, "input"))
     # A T5 file where the DiT loader looks: the "wrong model family" case.
     shutil.copy(os.path.join(base, "models", "text_encoders", names["t5"]),
                 os.path.join(base, "models", "diffusion_models", "wrong_family_t5.safetensors"))
@@ -144,34 +140,60 @@ def execution_error(entry: dict) -> dict | None:
     return None
 
 
+def make_tiny(comfy_root: str, module: str, *args: str) -> dict:
+    """Run `<module>.make_all(*args)` (a tiny-model generator in this folder) in a subprocess with comfy on
+    the CPU; returns the file names it reports as JSON."""
+    script = (f"import sys; sys.path[:0] = [{comfy_root!r}, {HERE!r}]; import comfy.cli_args; "
+              f"comfy.cli_args.args.cpu = True; import {module}, json; "
+              f"print(json.dumps({module}.make_all(*{list(args)!r})))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=comfy_root, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def running_server(comfy_root: str, base: str, log_name: str, extra: list[str]):
+    """Start ComfyUI headless on a free port (CPU, base directory `base`, only this pack), wait until it
+    answers, yield a Server, stop it at the end. `extra`: more command-line flags."""
+    port, log_path = _free_port(), os.path.join(base, log_name)
+    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--base-directory", base, "--disable-auto-launch", "--disable-api-nodes",
+           "--database-url", "sqlite:///:memory:", "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK,
+           *extra]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=comfy_root, stdout=log, stderr=subprocess.STDOUT)
+        srv, end = Server(f"http://127.0.0.1:{port}", log_path), time.time() + 180
+        try:
+            while True:
+                try:
+                    srv.get("/system_stats")
+                    break
+                except (urllib.error.URLError, ConnectionError, OSError):
+                    if proc.poll() is not None or time.time() > end:
+                        with open(log_path) as f:
+                            raise RuntimeError(f"ComfyUI did not start:\n{f.read()[-4000:]}") from None
+                    time.sleep(0.5)
+            yield srv
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def ok(server: "Server", graph: dict) -> dict:
+    """Run a prompt and assert it succeeded (the error and traceback in the message otherwise)."""
+    entry = server.run(graph)
+    err = execution_error(entry)
+    assert err is None, f"{err['node_type']}: {err['exception_message']}\n{''.join(err['traceback'])[-3000:]}"
+    return entry
+
+
 @pytest.fixture(scope="session")
 def server(comfy_root, workspace):
     """The real ComfyUI server, headless on a free port, CPU only, with only this pack as custom node."""
-    port = _free_port()
-    log_path = os.path.join(workspace["base"], "server.log")
-    log = open(log_path, "w")  # noqa: SIM115 (open for the server's lifetime)
-    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-           "--base-directory", workspace["base"], "--disable-auto-launch", "--disable-api-nodes",
-           "--front-end-root", os.path.join(workspace["base"], "frontend"), "--database-url", "sqlite:///:memory:",
-           "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK]
-    proc = subprocess.Popen(cmd, cwd=comfy_root, stdout=log, stderr=subprocess.STDOUT)
-    srv = Server(f"http://127.0.0.1:{port}", log_path)
-    try:
-        end = time.time() + 180
-        while True:
-            try:
-                srv.get("/system_stats")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if proc.poll() is not None or time.time() > end:
-                    with open(log_path) as f:
-                        raise RuntimeError(f"ComfyUI did not start:\n{f.read()[-4000:]}")
-                time.sleep(0.5)
+    with running_server(comfy_root, workspace["base"], "server.log",
+                        ["--front-end-root", os.path.join(workspace["base"], "frontend")]) as srv:
         yield srv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()

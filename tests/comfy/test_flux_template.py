@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import HERE, REPO, execution_error
+from conftest import REPO, execution_error, make_tiny
 from safetensors.torch import load_file
 from test_workflows import load, tiny, to_api
 
@@ -24,15 +22,7 @@ FP8_DIT_BOUND = 0.06  # as for the fp8 DiT elsewhere (test_flux.py); int8 T5 err
 @pytest.fixture(scope="module")
 def flux_names(comfy_root, workspace) -> dict:
     """The tiny Flux files, generated into the server's models/ (a subprocess: comfy on the CPU there)."""
-    import json
-    models = os.path.join(workspace["base"], "models")
-    script = (f"import sys; sys.path[:0] = [{comfy_root!r}, {HERE!r}]; import comfy.cli_args; "
-              "comfy.cli_args.args.cpu = True; import tiny_flux, json; "
-              f"print(json.dumps(tiny_flux.make_all({models!r})))")
-    out = subprocess.run([sys.executable, "-c", script], cwd=comfy_root, capture_output=True, text=True, timeout=300,
-                         check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return make_tiny(comfy_root, "tiny_flux", os.path.join(workspace["base"], "models"))
 
 
 @pytest.fixture(scope="module")

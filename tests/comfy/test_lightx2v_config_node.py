@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import execution_error
+from conftest import execution_error, ok
 from graphs import FRAMES, PROMPT, SIZE, _sample, latent, rel_err, t2v
 from lightx2v_files import clip_to_wan
 from lightx2v_synth import quantize_model, save_pth
@@ -63,12 +63,6 @@ def config_graph(config: dict, tag: str) -> dict:
         "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": f"latents/{tag}"}},
     }
 
-
-def ok(server, graph: dict) -> dict:
-    entry = server.run(graph)
-    err = execution_error(entry)
-    assert err is None, f"{err['node_type']}: {err['exception_message']}\n{''.join(err['traceback'])[-3000:]}"
-    return entry
 
 
 def test_config_node_listed(server):

@@ -8,7 +8,7 @@ import json
 import os
 
 import torch
-from conftest import execution_error
+from conftest import execution_error, ok
 from graphs import FRAMES, PROMPT, SIZE, i2v, latent, rel_err, t2v
 from lightx2v_files import i2v_config, int8_dit, other_dit
 from lightx2v_synth import quantize_model
@@ -19,12 +19,6 @@ BOUND_INT8 = 0.03  # test_server.BOUND["int8"]
 STEPS, SPLIT = 4, 2
 PASTE = "(none: use the text below)"
 
-
-def ok(server, graph: dict) -> dict:
-    entry = server.run(graph)
-    err = execution_error(entry)
-    assert err is None, f"{err['node_type']}: {err['exception_message']}\n{''.join(err['traceback'])[-3000:]}"
-    return entry
 
 
 def saved(output_dir: str, entry: dict, node: str) -> torch.Tensor:

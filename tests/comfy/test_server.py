@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import execution_error
+from conftest import execution_error, ok
 from graphs import i2v, latent, rel_err, t2v
 
 # Relative error of the final latent vs the Default graph's, per format (tiny random models, 2 steps).
@@ -12,12 +12,6 @@ DIT_CPU = {"int8-torch": "int8", "fp8-torch": "fp8", "fp8-b128-torch": "fp8_bloc
 TEXT_CPU = {"int8": "int8", "fp8": "fp8", "int8-torch": "int8", "fp8-torch": "fp8"}
 MEASURED: dict = {}
 
-
-def ok(server, graph: dict) -> dict:
-    entry = server.run(graph)
-    err = execution_error(entry)
-    assert err is None, f"{err['node_type']}: {err['exception_message']}\n{''.join(err['traceback'])[-3000:]}"
-    return entry
 
 
 def test_object_info_lists_the_four_nodes(server):

@@ -6,14 +6,11 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.error
 
 import pytest
 
-from conftest import PACK, REPO, Server, _free_port
+from conftest import REPO, running_server
 from test_workflows import FRONTEND_ONLY, WORKFLOWS, load, tiny, widget_inputs
 
 CHROMIUM = "/usr/bin/chromium"
@@ -30,26 +27,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright absent 
 @pytest.fixture(scope="module")
 def web_server(comfy_root, workspace):
     """ComfyUI with its bundled front end (comfyui-frontend-package), the pack only, on a free port."""
-    port, log_path = _free_port(), os.path.join(workspace["base"], "web_server.log")
-    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-           "--base-directory", workspace["base"], "--disable-auto-launch", "--disable-api-nodes",
-           "--database-url", "sqlite:///:memory:", "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=comfy_root, stdout=log, stderr=subprocess.STDOUT)
-        srv, end = Server(f"http://127.0.0.1:{port}", log_path), time.time() + 180
-        try:
-            while True:
-                try:
-                    srv.get("/system_stats")
-                    break
-                except (urllib.error.URLError, ConnectionError, OSError):
-                    if proc.poll() is not None or time.time() > end:
-                        pytest.fail(f"ComfyUI did not start:\n{open(log_path).read()[-3000:]}")
-                    time.sleep(0.5)
-            yield srv
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+    with running_server(comfy_root, workspace["base"], "web_server.log", []) as srv:
+        yield srv
 
 
 def open_page(browser, url: str, viewport: dict | None = None):
