@@ -69,9 +69,21 @@ def check_quantizers():
                       f"quant {fmt:13s} {m}x{k} {str(dtype)[6:]}: identical codes {same:.6f}, scale max rel diff {serr:.1e}")
 
 
+def check_direct_launch():
+    """Cached direct launches must respecialize: same shape, then a base pointer off 16-byte alignment."""
+    for fmt in ("int8", "fp8"):
+        f = get_format(fmt)
+        for k in (1280, 4096):
+            buf = xin(65, k)
+            for x in (buf[:64], buf.view(-1)[1:64 * k + 1].view(64, k), buf[:64]):
+                got, want = triton_quant.quantize(x, fmt), f.quantize_activation(x)
+                same = (got.data.view(torch.uint8) == want.data.view(torch.uint8)).float().mean().item()
+                check(same > 0.9995, f"direct launch {fmt} 64x{k} ptr%16={x.data_ptr() % 16}: identical codes {same:.6f}")
+
+
 def check_linears():
     shapes = [(1, 256, 384), (17, 1280, 1000), (257, 1280, 5120), (512, 4096, 4096), (300, 8960, 1536),
-              (4096, 5120, 13824), (2000, 13824, 5120)]
+              (4096, 5120, 13824), (2000, 13824, 5120), (5000, 1280, 1000)]  # M >= 4096: TMA GEMM
     combos = [(kn, fm) for kn in ("torch", "triton") for fm in ("int8", "fp8", "fp8_block128")]
     combos += [("torch", "mxfp8"), ("torch", "nvfp4")]
     if availability("torchao", "int8", torch.device("cuda")).runs:
@@ -176,6 +188,7 @@ if __name__ == "__main__":
           f"triton {triton.__version__} cuda {torch.version.cuda}")
     torch.manual_seed(0)
     check_quantizers()
+    check_direct_launch()
     check_linears()
     check_compile()
     if a.quick_timing:

@@ -16,6 +16,9 @@ import triton
 import triton.language as tl
 
 from ..formats.base import E4M3_MAX, TINY
+from . import triton_gemm_tma as tma
+from .triton_launch import DirectLauncher
+from .triton_tiles import m_bucket, tile_coords
 
 BLOCK = 128
 
@@ -69,15 +72,7 @@ def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKE
                  HAS_BIAS: tl.constexpr, IS_INT: tl.constexpr, GROUPED: tl.constexpr,
                  A_FUSED: tl.constexpr, EVEN_K: tl.constexpr, QMAX: tl.constexpr, TINY_: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    # Grouped launch order: GROUP_M row-tiles share each weight column-tile while it sits in L2.
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    size_m = min(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % size_m
-    pid_n = (pid % per_group) // size_m
+    pid_m, pid_n = tile_coords(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -132,16 +127,12 @@ def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKE
     tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-def m_bucket(m: int) -> int:
-    """Autotune key for M: next power of two, 16..16384 (DiT token counts vary per video size)."""
-    return min(max(triton.next_power_of_2(m), 16), 16384)
-
-
 def _grid(meta, m, n):
     return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
 
 _BEST: dict = {}  # launch key -> the autotuner's config (filled on the key's first call)
+_DIRECT = DirectLauncher(_w8a8_kernel.fn)
 
 
 def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor | None, w: torch.Tensor, sw: torch.Tensor,
@@ -162,13 +153,16 @@ def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor | None, w: torch.Tensor, sw: tor
     if sa is None:
         sa = sw  # unused placeholder pointer (A_FUSED)
     has_bias = bias is not None
+    if not grouped and not a_fused and tma.use_tma(a, sa, w, sw, c):
+        tma.w8a8_gemm_tma(a, sa, w, sw, bias, c)
+        return c
     args = (a, w, c, sa, sw, bias if has_bias else sw, m, n, k, m_bucket(m),
             a.stride(0), w.stride(0), c.stride(0), sa.stride(0), sa.stride(1) if sa.dim() > 1 else 0,
             sw.stride(0), sw.stride(1) if sw.dim() > 1 else 0)
     consts = {"HAS_BIAS": has_bias, "IS_INT": is_int, "GROUPED": grouped, "A_FUSED": a_fused,
               "EVEN_K": k % BLOCK == 0, "QMAX": E4M3_MAX, "TINY_": TINY}
-    # After the autotuner has picked a config for this key, launch the jitted kernel with it directly:
-    # skips the autotuner's per-call key building and argument dicts (small-M calls are launch-bound).
+    # The autotuner picks a config on the key's first call; later calls launch the compiled kernel for
+    # that config directly (kernels.triton_launch: small-M calls are launch-bound).
     key = (args[9], n, k, is_int, grouped, a_fused, has_bias, a.dtype, w.dtype, out_dtype,
            None if bias is None else bias.dtype)
     cfg = _BEST.get(key)
@@ -176,7 +170,8 @@ def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor | None, w: torch.Tensor, sw: tor
         _w8a8_kernel[lambda meta: _grid(meta, m, n)](*args, **consts)
         _BEST[key] = _w8a8_kernel.best_config
     else:
-        _w8a8_kernel.fn[_grid(cfg.kwargs, m, n)](*args, **consts, **cfg.all_kwargs())
+        options = {k_: v for k_, v in cfg.all_kwargs().items() if k_ not in cfg.kwargs}
+        _DIRECT(_grid(cfg.kwargs, m, n), args, {**consts, **cfg.kwargs}, options)
     return c
 
 

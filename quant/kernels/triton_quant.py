@@ -19,6 +19,8 @@ try:  # Triton is optional: CPU-only installs fall back to plain torch.
     import triton
     import triton.language as tl
     from triton.language.extra import libdevice
+
+    from .triton_launch import DirectLauncher
 except Exception:  # pragma: no cover - depends on the install
     triton = None
 
@@ -105,6 +107,8 @@ if triton is not None:
             tl.store(q_ptr + row * stride_qm + offs, q.to(q_ptr.dtype.element_ty), mask=mask)
             tl.store(s_ptr + row * stride_sm + gg * stride_sg, scale, mask=gmask)
 
+    _LAUNCH = {"token": DirectLauncher(_quant_token_kernel), "group": DirectLauncher(_quant_group_kernel)}
+
 
 def _warps(block: int) -> int:
     """Warps per program for `block` elements in flight: ~32-64 elements (4-8 16-byte loads) a thread."""
@@ -128,9 +132,9 @@ def quantize_token(x: torch.Tensor, fmt_name: str) -> QTensor:
         return QTensor(q, s)
     block = min(triton.next_power_of_2(max(k, 16)), _MAX_SINGLE)
     rows = max(1, min(2048 // block, triton.next_power_of_2(m)))  # short rows: several per program
-    _quant_token_kernel[(triton.cdiv(m, rows),)](
-        x, q, s, m, k, x.stride(0), q.stride(0), QMAX=INT8_MAX if is_int else E4M3_MAX, IS_INT=is_int,
-        TINY_=TINY, BLOCK_K=block, ROWS=rows, SINGLE=k <= block, num_warps=_warps(rows * block))
+    _LAUNCH["token"]((triton.cdiv(m, rows),), (x, q, s, m, k, x.stride(0), q.stride(0)),
+                     {"QMAX": INT8_MAX if is_int else E4M3_MAX, "IS_INT": is_int, "TINY_": TINY,
+                      "BLOCK_K": block, "ROWS": rows, "SINGLE": k <= block}, {"num_warps": _warps(rows * block)})
     return QTensor(q, s)
 
 
@@ -148,9 +152,9 @@ def quantize_group128(x: torch.Tensor) -> QTensor:
         return QTensor(q, s)
     gp2 = triton.next_power_of_2(ng)
     step = min(gp2, _MAX_SINGLE // GROUP)
-    _quant_group_kernel[(m,)](x, q, s, k, x.stride(0), q.stride(0), s.stride(0), s.stride(1),
-                              QMAX=E4M3_MAX, TINY_=TINY, GROUP_=GROUP, GROUPS_P2=gp2,
-                              GROUPS_PER_STEP=step, num_warps=_warps(step * GROUP))
+    _LAUNCH["group"]((m,), (x, q, s, k, x.stride(0), q.stride(0), s.stride(0), s.stride(1)),
+                     {"QMAX": E4M3_MAX, "TINY_": TINY, "GROUP_": GROUP, "GROUPS_P2": gp2, "GROUPS_PER_STEP": step},
+                     {"num_warps": _warps(step * GROUP)})
     return QTensor(q, s)
 
 

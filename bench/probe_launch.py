@@ -1,0 +1,80 @@
+"""Where the time goes at small M, before and after the direct Triton launch (bench/NOTES.md v6).
+
+    python bench/probe_launch.py
+
+For M in (257, 512, 1024) at K = N = 4096: CPU microseconds per eager call (the GPU keeps up, so this
+is the enqueue cost), do_bench time over rotating copies of input and layer (what quant.bench reports)
+and the ratio to bf16 F.linear; plus the Triton quantizer launched through JITFunction (old) and
+through kernels.triton_launch.DirectLauncher (new), with their outputs compared bit for bit.
+"""
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+import triton
+from triton.testing import do_bench
+
+sys.path.insert(0, ".")
+from quant.bench import _copies, outlier_input, rotating, rotation_count  # noqa: E402
+from quant.formats import get_format  # noqa: E402
+from quant.formats.base import E4M3_MAX, TINY  # noqa: E402
+from quant.kernels import triton_quant  # noqa: E402
+from quant.linear import QuantLinear  # noqa: E402
+
+METHODS = [("fp8", "torch"), ("fp8", "triton"), ("int8", "triton"), ("int8", "torch"), ("fp8_block128", "torch")]
+
+
+def cpu_us(fn, n=400):
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    c = time.perf_counter() - t0
+    torch.cuda.synchronize()
+    return c / n * 1e6
+
+
+def old_quant(x, q, s):
+    m, k = x.shape
+    block = triton.next_power_of_2(k)
+    rows = max(1, min(2048 // block, triton.next_power_of_2(m)))
+    triton_quant._quant_token_kernel[(triton.cdiv(m, rows),)](
+        x, q, s, m, k, x.stride(0), q.stride(0), QMAX=E4M3_MAX, IS_INT=False, TINY_=TINY, BLOCK_K=block,
+        ROWS=rows, SINGLE=True, num_warps=4)
+
+
+def main():
+    print(f"device {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}")
+    t = lambda fn: do_bench(fn, warmup=50, rep=300, return_mode="median")  # noqa: E731
+    with torch.no_grad():
+        for m in (257, 512, 1024):
+            k = n = 4096
+            lin = torch.nn.Linear(k, n, device="cuda", dtype=torch.bfloat16)
+            r = rotation_count(torch.device("cuda"), m * k * 2 + n * k * 2)
+            xs = [outlier_input(m, k, "cuda") for _ in range(r)]
+            lins = _copies(lin, r)
+            base = t(rotating([lambda x=x, l=l: F.linear(x, l.weight, l.bias) for x, l in zip(xs, lins)]))
+            print(f"\nM={m} K=N=4096 (rotating {r}) | bf16 F.linear {base:.4f} ms | cpu "
+                  f"{cpu_us(lambda: F.linear(xs[0], lin.weight, lin.bias)):.1f} us/call")
+            x = xs[0]
+            q = torch.empty(m, k, device="cuda", dtype=torch.float8_e4m3fn)
+            s = torch.empty(m, 1, device="cuda")
+            old_quant(x, q, s)
+            new = triton_quant.quantize_token(x, "fp8")
+            same = torch.equal(new.data.view(torch.uint8), q.view(torch.uint8)) and torch.equal(new.scale, s)
+            print(f"   fp8 quantizer: JITFunction launch {cpu_us(lambda: old_quant(x, q, s)):.1f} us/call, "
+                  f"quantize_token (direct) {cpu_us(lambda: triton_quant.quantize_token(x, 'fp8')):.1f} us/call, "
+                  f"identical {same}")
+            for fmt, kern in METHODS:
+                qs = [QuantLinear.from_float(l, get_format(fmt), kern) for l in lins]
+                ms = t(rotating([lambda x=x, q_=q_: q_(x) for x, q_ in zip(xs, qs)]))
+                print(f"   {fmt}-{kern}: {ms:.4f} ms, {base / ms:.2f}x bf16, cpu {cpu_us(lambda: qs[0](x)):.1f} us/call",
+                      flush=True)
+                del qs
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Persistent TMA variant of the per-token x per-channel W8A8 GEMM (Hopper+, large M).
+
+C[M, N] = (A[M, K] @ W[N, K]^T) * sa[M] * sw[N] + bias, A/W int8 or e4m3, both K-major. One program
+per SM walks the output tiles in the grouped order of triton_tiles.tile_coords; tiles of A and W come
+in through TMA descriptors (host-built, block shapes set per config by the autotuner's pre-hook) and
+C leaves through one as well, optionally in two halves (EPI_SPLIT) to leave shared memory to the
+pipeline. Used by triton_gemm.w8a8_gemm when `use_tma` says so; bench/sweep_tma.py measures it.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_tiles import m_bucket, tile_coords
+
+try:  # host-side TMA descriptors: Triton >= 3.4
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - depends on the install
+    TensorDescriptor = None
+
+ENABLED = True
+MIN_M = 4096  # below this, the tile count is too small for a persistent grid to pay off
+
+
+def _set_blocks(nargs):
+    """Autotuner pre-hook: give the descriptors the block shapes of the config being run."""
+    bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
+    nargs["a_desc"].block_shape = [bm, bk]
+    nargs["b_desc"].block_shape = [bn, bk]
+    nargs["c_desc"].block_shape = [bm, bn // 2 if nargs["EPI_SPLIT"] else bn]
+
+
+def _cfg(bm, bn, stages, split, warps=8, group_m=8, ws=False):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 128, "GROUP_M": group_m,
+                          "EPI_SPLIT": split, "WARP_SPEC": ws},
+                         num_warps=warps, num_stages=stages, pre_hook=_set_blocks)
+
+
+CONFIGS = [
+    _cfg(128, 256, 3, True),
+    _cfg(128, 256, 4, True),
+    _cfg(256, 128, 3, True),
+    _cfg(128, 128, 4, False),
+]
+
+
+@triton.autotune(configs=CONFIGS, key=["M_BUCKET", "N", "K", "IS_INT"])
+@triton.jit
+def _w8a8_tma_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKET,
+                     HAS_BIAS: tl.constexpr, IS_INT: tl.constexpr, NUM_SMS: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                     EPI_SPLIT: tl.constexpr, WARP_SPEC: tl.constexpr):
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    acc_dtype = tl.int32 if IS_INT else tl.float32
+    for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_SMS, flatten=True, warp_specialize=WARP_SPEC):
+        pid_m, pid_n = tile_coords(tile, num_m, num_n, GROUP_M)
+        om = pid_m * BLOCK_M
+        on = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_dtype)
+        for kt in range(k_tiles):
+            a = a_desc.load([om, kt * BLOCK_K])
+            b = b_desc.load([on, kt * BLOCK_K])
+            acc = tl.dot(a, b.T, acc, out_dtype=acc_dtype)
+        rm = om + tl.arange(0, BLOCK_M)
+        rn = on + tl.arange(0, BLOCK_N)
+        sa = tl.load(sa_ptr + rm, mask=rm < M, other=0.0)
+        sb = tl.load(sb_ptr + rn, mask=rn < N, other=0.0)
+        out = acc.to(tl.float32) * sa[:, None] * sb[None, :]
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        out = out.to(c_desc.dtype)
+        if EPI_SPLIT:
+            halves = tl.permute(tl.reshape(out, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
+            left, right = tl.split(halves)
+            c_desc.store([om, on], left)
+            c_desc.store([om, on + BLOCK_N // 2], right)
+        else:
+            c_desc.store([om, on], out)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+@functools.lru_cache(maxsize=None)
+def _hopper(index: int) -> bool:
+    return torch.cuda.get_device_capability(index) >= (9, 0)
+
+
+def use_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor, c: torch.Tensor) -> bool:
+    """Whether the persistent TMA kernel takes this call: Hopper+, large M, per-token x per-channel
+    scales with unit row stride, 16-byte aligned bases and rows (TMA's requirements)."""
+    if not ENABLED or TensorDescriptor is None or a.shape[0] < MIN_M or sa.stride(0) != 1 or sw.stride(0) != 1:
+        return False
+    if sa.shape[-1] != 1 or sw.shape[-1] != 1 or not _hopper(a.device.index or 0):
+        return False
+    return all(t.data_ptr() % 16 == 0 and t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0
+               for t in (a, w, c))
+
+
+def w8a8_gemm_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor,
+                  bias: torch.Tensor | None, c: torch.Tensor) -> None:
+    """a [M, K], w [N, K] int8/e4m3; sa [M, 1], sw [N, 1] fp32 (unit stride); bias [N] or None -> c [M, N]."""
+    m, k = a.shape
+    n = w.shape[0]
+    nsm = _sm_count(a.device.index or 0)
+    descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [16, 16]) for t in (a, w, c)]
+    has_bias = bias is not None
+
+    def grid(meta):
+        return (min(nsm, triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])),)
+
+    _w8a8_tma_kernel[grid](*descs, sa, sw, bias if has_bias else sw, m, n, k, m_bucket(m),
+                           HAS_BIAS=has_bias, IS_INT=w.dtype == torch.int8, NUM_SMS=nsm)

@@ -1,0 +1,58 @@
+"""Low-overhead launches of @triton.jit kernels: call the compiled binary straight after the first launch.
+
+`JITFunction.run` re-binds every argument, recomputes the specialization key and looks the kernel up on
+each call: tens of microseconds of Python on a server CPU, which is the whole budget of a linear at
+small M (bench/NOTES.md v5, v6). `DirectLauncher` does that work once per specialization and afterwards
+hands the arguments to the compiled kernel's C launcher. The key it keeps mirrors Triton's own
+specialization (tensor dtype and 16-byte alignment; integer equal-to-1, multiple-of-16 and 32/64-bit),
+so a call never reuses a binary compiled for different assumptions. With launch hooks set (profilers),
+or on any Triton without this internal API, every call takes the normal path.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from triton import knobs
+from triton.runtime import driver
+
+
+def _spec(v: Any):
+    """The part of an argument Triton specializes a compiled kernel on."""
+    if isinstance(v, torch.Tensor):
+        return v.dtype, v.data_ptr() % 16 == 0
+    if isinstance(v, bool) or not isinstance(v, int):
+        return v
+    return v == 1, v % 16 == 0, -(1 << 31) <= v < (1 << 31)
+
+
+class DirectLauncher:
+    """launcher(grid, args, consts, options) == fn[grid](*args, **consts, **options), cheaper after the first.
+
+    args: the kernel's runtime arguments in signature order (tensors and ints), which must all come
+    before its constexpr parameters; consts: the constexpr values by name; options: num_warps,
+    num_stages, ... (hashable values).
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.names = fn.arg_names
+        self.cache: dict = {}
+
+    def __call__(self, grid: tuple, args: tuple, consts: dict, options: dict) -> None:
+        if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+            self.fn[grid](*args, **consts, **options)
+            return
+        device = driver.active.get_current_device()
+        key = (device, tuple(map(_spec, args)), tuple(consts.items()), tuple(options.items()))
+        hit = self.cache.get(key)
+        if hit is None:
+            kernel = self.fn[grid](*args, **consts, **options)
+            kernel = kernel.result() if hasattr(kernel, "result") else kernel
+            tail = tuple(consts[n] for n in self.names[len(args):])
+            self.cache[key] = (kernel, kernel.run, tail)
+            return
+        kernel, run, tail = hit
+        stream = driver.active.get_current_stream(device)
+        run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream, kernel.function,
+            kernel.packed_metadata, None, None, None, *args, *tail)
