@@ -45,6 +45,46 @@ def old_quant(x, q, s):
         ROWS=rows, SINGLE=True, num_warps=4)
 
 
+def pieces(x, lin):
+    """CPU us per call of each piece of the fp8-torch path at this M, and a cProfile of two whole paths."""
+    import cProfile
+    import pstats
+
+    m, k = x.shape
+    q = torch.empty(m, k, device="cuda", dtype=torch.float8_e4m3fn)
+    s = torch.empty(m, 1, device="cuda")
+    launch = triton_quant._LAUNCH["token"]
+    block = triton.next_power_of_2(k)
+    consts = {"QMAX": E4M3_MAX, "IS_INT": False, "TINY_": TINY, "BLOCK_K": block, "ROWS": 1, "SINGLE": True}
+    args = (x, q, s, m, k, x.stride(0), q.stride(0))
+    launch((m,), args, consts, {"num_warps": 4})
+    qw = QuantLinear.from_float(lin, get_format("fp8"), "torch")
+    sw = qw.weight_scale.t()
+    parts = {
+        "torch.empty fp8 [M,K]": lambda: torch.empty(m, k, device="cuda", dtype=torch.float8_e4m3fn),
+        "DirectLauncher call (buffers given)": lambda: launch((m,), args, consts, {"num_warps": 4}),
+        "JITFunction launch (buffers given)": lambda: old_quant(x, q, s),
+        "torch._scaled_mm alone": lambda: torch._scaled_mm(q, qw.weight.t(), scale_a=s, scale_b=sw, bias=qw.bias,
+                                                           out_dtype=torch.bfloat16, use_fast_accum=True),
+        "quantize_token": lambda: triton_quant.quantize_token(x, "fp8"),
+        "QuantLinear fp8-torch": lambda: qw(x),
+    }
+    for name, fn in parts.items():
+        print(f"      {name}: {cpu_us(fn):.1f} us/call")
+    for kern, fmt in (("torch", "fp8"), ("triton", "int8")):
+        ql = QuantLinear.from_float(lin, get_format(fmt), kern)
+        ql(x)
+        pr = cProfile.Profile()
+        pr.enable()
+        for _ in range(300):
+            ql(x)
+        pr.disable()
+        torch.cuda.synchronize()
+        print(f"   cProfile, 300 calls of {fmt}-{kern} (tottime-sorted):")
+        st = pstats.Stats(pr)
+        st.sort_stats("tottime").print_stats(14)
+
+
 def main():
     print(f"device {torch.cuda.get_device_name()} torch {torch.__version__} triton {triton.__version__}")
     t = lambda fn: do_bench(fn, warmup=50, rep=300, return_mode="median")  # noqa: E731
@@ -73,6 +113,8 @@ def main():
                 print(f"   {fmt}-{kern}: {ms:.4f} ms, {base / ms:.2f}x bf16, cpu {cpu_us(lambda: qs[0](x)):.1f} us/call",
                       flush=True)
                 del qs
+            if m == 512:
+                pieces(x, lin)
             torch.cuda.empty_cache()
 
 

@@ -4,7 +4,8 @@
                           [--peers/--no-peers] [--block] [--json PATH]
 
 Every figure is measured in this process: the bf16 baseline (F.linear with bias) is timed beside each
-method on the same inputs. Inputs carry outlier channels; errors are ||y - ref|| / ||ref|| against an
+method on the same inputs, alternately with it (PAIRED_ROUNDS rounds; the ratio is median baseline /
+median method of those rounds, so clock drift over the run cancels). Inputs carry outlier channels; errors are ||y - ref|| / ||ref|| against an
 fp32 reference of the unquantized layer. On CUDA, times are triton.testing.do_bench medians over
 rotating input buffers (several copies of x and of the layer when they would fit in L2); on the CPU
 (tests) a plain median of wall-clock runs.
@@ -33,6 +34,7 @@ PRESETS: dict[str, list[tuple[int, int, int]]] = {
     "clip-h": [(257, 1280, 1280), (257, 1280, 5120), (257, 5120, 1280)],
 }
 DEFAULT_SHAPES = ["wan14b", "wan1.3b", "small"]
+PAIRED_ROUNDS = 3  # method / baseline alternations per row
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Row:
     rel_err: Optional[float] = None
     w_bytes: Optional[float] = None  # weight bytes (with scales) / bf16 weight bytes
     note: str = ""
+    base_ms: Optional[float] = None  # the bf16 baseline timed beside this row (ratio = base_ms / ms)
 
 
 @dataclass
@@ -89,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time torchao (compiled) and comfy-kitchen when importable")
     p.add_argument("--block", action="store_true", help="also time a whole Wan 2.1-14B transformer block")
     p.add_argument("--block-tokens", type=int, default=32760, help="M of the --block run")
-    p.add_argument("--rep-ms", type=float, default=300.0, help="do_bench repetition time per method (ms)")
+    p.add_argument("--rep-ms", type=float, default=300.0, help="do_bench repetition time per timing (ms); each row times method and baseline PAIRED_ROUNDS times")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     return p
@@ -138,14 +141,14 @@ def _fmt(v: Optional[float], spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-HEADER = ("shape (M,K,N)", "method", "kernel", "ms", "x bf16", "TFLOP/s", "rel err", "w bytes", "note")
+HEADER = ("shape (M,K,N)", "method", "kernel", "ms", "bf16 ms", "x bf16", "TFLOP/s", "rel err", "w bytes", "note")
 
 
 def format_table(rows: list[Row]) -> str:
     """Markdown table of the rows (one header)."""
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for r in rows:
-        cells = (r.shape, r.method, r.kernel, _fmt(r.ms, ".3f"), _fmt(r.ratio, ".2f") + ("x" if r.ratio else ""),
+        cells = (r.shape, r.method, r.kernel, _fmt(r.ms, ".3f"), _fmt(r.base_ms, ".3f"), _fmt(r.ratio, ".2f") + ("x" if r.ratio else ""),
                  _fmt(r.tflops, ".0f"), _fmt(r.rel_err, ".2e"), _fmt(r.w_bytes, ".3f"), r.note)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -317,15 +320,24 @@ def bench_shape(m: int, k: int, n: int, mm_types: list[str], device: torch.devic
     flops = 2.0 * m * n * k
     rows = []
 
+    base_fns = [(lambda x, l=l: F.linear(x, l.weight, l.bias)) for l in lins]
+    base_call = rotating([lambda x=x, f=f: f(x) for x, f in zip(xs, base_fns)])
+
     def measure(method, kernel, fns, w_bytes=None, note=""):
+        """Method and bf16 baseline timed alternately (PAIRED_ROUNDS each): the GPU's clock drifts
+        over a run (~10% on an H100), so each ratio uses the baseline timed next to it."""
         with torch.no_grad():
             err = rel_err(fns[0](xs[0]), ref)
-            ms = timer(rotating([lambda x=x, f=f: f(x) for x, f in zip(xs, fns)]))
-        base = rows[0].ms if rows else ms
-        rows.append(Row(label, method, kernel, ms, base / ms, flops / ms / 1e9, err, w_bytes, note))
+            call = rotating([lambda x=x, f=f: f(x) for x, f in zip(xs, fns)])
+            if not rows:
+                ms = base = timer(call)
+            else:
+                pairs = [(timer(call), timer(base_call)) for _ in range(PAIRED_ROUNDS)]
+                ms = statistics.median(p[0] for p in pairs)
+                base = statistics.median(p[1] for p in pairs)
+        rows.append(Row(label, method, kernel, ms, base / ms, flops / ms / 1e9, err, w_bytes, note, base))
 
-    measure(BASELINE, "cuBLAS" if device.type == "cuda" else "torch", [
-        (lambda x, l=l: F.linear(x, l.weight, l.bias)) for l in lins], 1.0)
+    measure(BASELINE, "cuBLAS" if device.type == "cuda" else "torch", base_fns, 1.0)
     for name in mm_types:
         try:
             res = resolve(name, device=device)
