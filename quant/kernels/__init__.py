@@ -14,7 +14,7 @@ from torch import Tensor
 from ..formats import QuantFormat, QTensor
 from . import deepgemm, q8f, reference, sgl, torch_ops, torchao, vllm
 from . import triton as triton_kernel
-from .base import EMULATED, NATIVE, UNAVAILABLE, Availability, Kernel
+from .base import EMULATED, NATIVE, UNAVAILABLE, Availability, Kernel, capability
 
 KERNELS: dict[str, Kernel] = {k.name: k for k in (
     torch_ops.KERNEL, triton_kernel.KERNEL, vllm.KERNEL, sgl.KERNEL, q8f.KERNEL, deepgemm.KERNEL, torchao.KERNEL)}
@@ -27,6 +27,11 @@ FASTEST: dict[str, tuple[str, ...]] = {
     "mxfp8": ("torch",),
     "nvfp4": ("torch",),
 }
+
+
+# Hopper and newer: the persistent TMA Triton GEMM (kernels.triton_gemm_tma) beats cuBLAS' rowwise fp8
+# at every measured shape (bench/results/h100.md); older GPUs keep FASTEST.
+FASTEST_SM90: dict[str, tuple[str, ...]] = {"fp8": ("triton", "torch", "vllm", "sgl", "q8f")}
 
 
 class KernelUnavailable(RuntimeError):
@@ -44,8 +49,9 @@ def availability(kernel: str, fmt: str, device: torch.device) -> Availability:
 
 
 def fastest(fmt: str, device: torch.device) -> str:
-    """The first kernel of FASTEST[fmt] that runs natively on device, else "torch"."""
-    for name in FASTEST[fmt]:
+    """The first kernel of FASTEST[fmt] (FASTEST_SM90[fmt] on sm90+) that runs natively on device, else "torch"."""
+    order = FASTEST_SM90.get(fmt, FASTEST[fmt]) if (capability(device) or (0, 0)) >= (9, 0) else FASTEST[fmt]
+    for name in order:
         if availability(name, fmt, device).status == NATIVE:
             return name
     return "torch"
@@ -73,5 +79,5 @@ def run_linear(kernel: str, x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: 
     return KERNELS[kernel].linear(x, w, bias, fmt)
 
 
-__all__ = ["KERNELS", "FASTEST", "Availability", "Kernel", "KernelUnavailable", "NATIVE",
+__all__ = ["KERNELS", "FASTEST", "FASTEST_SM90", "Availability", "Kernel", "KernelUnavailable", "NATIVE",
            "EMULATED", "UNAVAILABLE", "availability", "fastest", "select", "run_linear"]

@@ -113,4 +113,4 @@ def fp32(t: Tensor) -> Tensor:
 
 def bias_as(bias: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     """Bias in the dtype a fused epilogue wants (None stays None)."""
-    return None if bias is None else bias.to(dtype)
+    return bias if bias is None or bias.dtype == dtype else bias.to(dtype)

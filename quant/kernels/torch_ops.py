@@ -17,7 +17,7 @@ from torch import Tensor
 from ..formats import QuantFormat, QTensor
 from . import reference, triton_quant
 from .act_quant import quantize_activation
-from .base import EMULATED, Availability, Kernel, capability, finish, fp32
+from .base import EMULATED, Availability, Kernel, bias_as, capability, finish, fp32
 
 _MIN_CC = {"int8": (7, 5), "fp8": (8, 9), "fp8_block128": (9, 0), "mxfp8": (10, 0), "nvfp4": (10, 0)}
 
@@ -51,13 +51,12 @@ def _int8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
 
 def _fp8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
     xq = quantize_activation(x, "fp8")
-    b = None if bias is None else bias.to(torch.bfloat16)
     # use_fast_accum: Hopper's fp8 tensor-core accumulation without periodic promotion (what torchao and
     # LightX2V use for inference; measured ~15-25% faster on an H100 at equal output error, bench/NOTES.md).
     sw = fp32(w.scale)
     out = torch._scaled_mm(xq.data, w.data.t(), scale_a=xq.scale, scale_b=sw.t(),
-                           bias=b, out_dtype=torch.bfloat16, use_fast_accum=True)
-    return out.to(x.dtype)
+                           bias=bias_as(bias, torch.bfloat16), out_dtype=torch.bfloat16, use_fast_accum=True)
+    return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 def _block_scale_b(s: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ import triton.language as tl
 from ..formats.base import E4M3_MAX, TINY
 from . import triton_gemm_tma as tma
 from .triton_launch import DirectLauncher
-from .triton_tiles import m_bucket, tile_coords
+from .triton_tiles import ceil_div, m_bucket, tile_coords
 
 BLOCK = 128
 
@@ -128,7 +128,7 @@ def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKE
 
 
 def _grid(meta, m, n):
-    return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+    return (ceil_div(m, meta["BLOCK_M"]) * ceil_div(n, meta["BLOCK_N"]),)
 
 
 _BEST: dict = {}  # launch key -> the autotuner's config (filled on the key's first call)
@@ -202,7 +202,7 @@ def scale_epilogue(acc: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor, bias: 
     if m == 0:
         return c
     bm, bn = 32, 256
-    _scale_epilogue_kernel[(triton.cdiv(m, bm), triton.cdiv(n, bn))](
+    _scale_epilogue_kernel[(ceil_div(m, bm), ceil_div(n, bn))](
         acc, sa, sb, bias if bias is not None else sb, c, m, n, acc.stride(0), c.stride(0),
         HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, num_warps=4)
     return c

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_tiles import m_bucket, tile_coords
+from .triton_tiles import ceil_div, m_bucket, tile_coords
 
 try:  # host-side TMA descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -100,10 +100,11 @@ def _hopper(index: int) -> bool:
 
 def use_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor, c: torch.Tensor) -> bool:
     """Whether the persistent TMA kernel takes this call: Hopper+, large M, per-token x per-channel
-    scales with unit row stride, 16-byte aligned bases and rows (TMA's requirements)."""
+    scales with unit row stride, 16-bit output (the configs' shared memory is sized for it), 16-byte
+    aligned bases and rows (TMA's requirements)."""
     if not ENABLED or TensorDescriptor is None or a.shape[0] < MIN_M or sa.stride(0) != 1 or sw.stride(0) != 1:
         return False
-    if sa.shape[-1] != 1 or sw.shape[-1] != 1 or not _hopper(a.device.index or 0):
+    if sa.shape[-1] != 1 or sw.shape[-1] != 1 or c.element_size() != 2 or not _hopper(a.device.index or 0):
         return False
     return all(t.data_ptr() % 16 == 0 and t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0
                for t in (a, w, c))
@@ -119,7 +120,7 @@ def w8a8_gemm_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.
     has_bias = bias is not None
 
     def grid(meta):
-        return (min(nsm, triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])),)
+        return (min(nsm, ceil_div(m, meta["BLOCK_M"]) * ceil_div(n, meta["BLOCK_N"])),)
 
     _w8a8_tma_kernel[grid](*descs, sa, sw, bias if has_bias else sw, m, n, k, m_bucket(m),
                            HAS_BIAS=has_bias, IS_INT=w.dtype == torch.int8, NUM_SMS=nsm)

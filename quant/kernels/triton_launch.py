@@ -10,20 +10,20 @@ or on any Triton without this internal API, every call takes the normal path.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from triton import knobs
 from triton.runtime import driver
 
 
-def _spec(v: Any):
-    """The part of an argument Triton specializes a compiled kernel on."""
-    if isinstance(v, torch.Tensor):
-        return v.dtype, v.data_ptr() % 16 == 0
-    if isinstance(v, bool) or not isinstance(v, int):
-        return v
-    return v == 1, v % 16 == 0, -(1 << 31) <= v < (1 << 31)
+def _spec(args: tuple) -> tuple:
+    """The part of the arguments Triton specializes a compiled kernel on (one comprehension: per call)."""
+    return tuple((v.dtype, v.data_ptr() % 16 == 0) if isinstance(v, torch.Tensor)
+                 else (v == 1, v % 16 == 0, -(1 << 31) <= v < (1 << 31)) if type(v) is int else v for v in args)
+
+
+def _hooked(hook) -> bool:
+    """Whether a launch hook is installed: Triton >= 3.5 keeps an (empty) HookChain, older ones None."""
+    return hook is not None and bool(getattr(hook, "calls", True))
 
 
 class DirectLauncher:
@@ -40,11 +40,11 @@ class DirectLauncher:
         self.cache: dict = {}
 
     def __call__(self, grid: tuple, args: tuple, consts: dict, options: dict) -> None:
-        if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+        if _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
             self.fn[grid](*args, **consts, **options)
             return
         device = driver.active.get_current_device()
-        key = (device, tuple(map(_spec, args)), tuple(consts.items()), tuple(options.items()))
+        key = (device, _spec(args), tuple(consts.items()), tuple(options.items()))
         hit = self.cache.get(key)
         if hit is None:
             kernel = self.fn[grid](*args, **consts, **options)

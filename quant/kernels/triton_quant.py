@@ -21,6 +21,7 @@ try:  # Triton is optional: CPU-only installs fall back to plain torch.
     from triton.language.extra import libdevice
 
     from .triton_launch import DirectLauncher
+    from .triton_tiles import ceil_div, next_pow2
 except Exception:  # pragma: no cover - depends on the install
     triton = None
 
@@ -130,9 +131,9 @@ def quantize_token(x: torch.Tensor, fmt_name: str) -> QTensor:
     s = torch.empty((m, 1), device=x.device, dtype=torch.float32)
     if m == 0:
         return QTensor(q, s)
-    block = min(triton.next_power_of_2(max(k, 16)), _MAX_SINGLE)
-    rows = max(1, min(2048 // block, triton.next_power_of_2(m)))  # short rows: several per program
-    _LAUNCH["token"]((triton.cdiv(m, rows),), (x, q, s, m, k, x.stride(0), q.stride(0)),
+    block = min(next_pow2(max(k, 16)), _MAX_SINGLE)
+    rows = max(1, min(2048 // block, next_pow2(m)))  # short rows: several per program
+    _LAUNCH["token"]((ceil_div(m, rows),), (x, q, s, m, k, x.stride(0), q.stride(0)),
                      {"QMAX": INT8_MAX if is_int else E4M3_MAX, "IS_INT": is_int, "TINY_": TINY,
                       "BLOCK_K": block, "ROWS": rows, "SINGLE": k <= block}, {"num_warps": _warps(rows * block)})
     return QTensor(q, s)
@@ -150,7 +151,7 @@ def quantize_group128(x: torch.Tensor) -> QTensor:
     s = torch.empty_strided((m, ng), (1, m4), device=x.device, dtype=torch.float32)
     if m == 0:
         return QTensor(q, s)
-    gp2 = triton.next_power_of_2(ng)
+    gp2 = next_pow2(ng)
     step = min(gp2, _MAX_SINGLE // GROUP)
     _LAUNCH["group"]((m,), (x, q, s, k, x.stride(0), q.stride(0), s.stride(0), s.stride(1)),
                      {"QMAX": E4M3_MAX, "TINY_": TINY, "GROUP_": GROUP, "GROUPS_P2": gp2, "GROUPS_PER_STEP": step},

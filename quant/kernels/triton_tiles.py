@@ -1,6 +1,8 @@
-"""Tile scheduling shared by the Triton GEMMs (kernels.triton_gemm, kernels.triton_gemm_tma)."""
+"""Tile scheduling and host-side size helpers shared by the Triton kernels (GEMMs and quantizers)."""
 import triton
 import triton.language as tl
+
+from ..formats.base import ceil_div
 
 
 @triton.jit
@@ -13,6 +15,11 @@ def tile_coords(tile, num_m, num_n, GROUP_M: tl.constexpr):
     return first_m + (tile % per_group) % size_m, (tile % per_group) // size_m
 
 
+def next_pow2(n: int) -> int:
+    """Smallest power of two >= n (n >= 1); plain Python: triton.next_power_of_2 costs microseconds a call."""
+    return 1 << (n - 1).bit_length()
+
+
 def m_bucket(m: int) -> int:
     """Autotune key for M: next power of two, 16..16384 (DiT token counts vary per video size)."""
-    return min(max(triton.next_power_of_2(m), 16), 16384)
+    return min(max(next_pow2(m), 16), 16384)

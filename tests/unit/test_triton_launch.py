@@ -1,0 +1,172 @@
+"""Direct Triton launches (kernels.triton_launch), size helpers and the kernel order, without a GPU.
+
+A fake JIT function stands in for a compiled kernel: the launcher must compile (take the normal path)
+once per specialization, then call the compiled binary with every argument in signature order, and
+never reuse a binary for a call whose alignment / integer specialization differs.
+"""
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from quant import kernels  # noqa: E402
+from quant.kernels import triton_launch, triton_tiles  # noqa: E402
+
+
+class FakeCompiled:
+    function = "fn-handle"
+    packed_metadata = "meta"
+
+    def __init__(self, log):
+        self.log = log
+
+    def run(self, *a):
+        self.log.append(("direct", a))
+
+
+class FakeJIT:
+    arg_names = ["x_ptr", "n", "BLOCK", "FLAG"]
+
+    def __init__(self):
+        self.log = []
+        self.compiles = 0
+
+    def __getitem__(self, grid):
+        def launch(*args, **kw):
+            self.compiles += 1
+            self.log.append(("jit", grid, args, kw))
+            return FakeCompiled(self.log)
+        return launch
+
+
+class FakeDriver:
+    class active:  # noqa: N801 - mirrors triton.runtime.driver.active
+        @staticmethod
+        def get_current_device():
+            return 0
+
+        @staticmethod
+        def get_current_stream(device):
+            return 1234
+
+
+@pytest.fixture
+def fake_driver(monkeypatch):
+    monkeypatch.setattr(triton_launch, "driver", FakeDriver)
+
+
+def test_second_call_goes_straight_to_the_compiled_kernel(fake_driver):
+    fn = FakeJIT()
+    launch = triton_launch.DirectLauncher(fn)
+    x = torch.zeros(64)
+    launch((4,), (x, 32), {"BLOCK": 16, "FLAG": True}, {"num_warps": 4})
+    launch((5, 2), (x, 32), {"BLOCK": 16, "FLAG": True}, {"num_warps": 4})
+    assert fn.compiles == 1
+    kind, a = fn.log[-1]
+    assert kind == "direct"
+    # grid padded to 3-D, current stream, binary handles, no launch metadata or hooks, then all args in order
+    assert a[:9] == (5, 2, 1, 1234, "fn-handle", "meta", None, None, None)
+    assert a[9] is x and a[10:] == (32, 16, True)
+
+
+@pytest.mark.parametrize("change", ["misaligned", "int_one", "int_mod16", "int64", "dtype", "const", "warps"])
+def test_a_different_specialization_compiles_again(fake_driver, change):
+    fn = FakeJIT()
+    launch = triton_launch.DirectLauncher(fn)
+    buf = torch.zeros(64)
+    args, consts, opts = (buf, 32), {"BLOCK": 16, "FLAG": True}, {"num_warps": 4}
+    launch((1,), args, consts, opts)
+    if change == "misaligned":
+        args = (buf[1:], 32)  # 4-byte offset: not 16-byte aligned
+    elif change == "int_one":
+        args = (buf, 1)
+    elif change == "int_mod16":
+        args = (buf, 33)
+    elif change == "int64":
+        args = (buf, 1 << 33)
+    elif change == "dtype":
+        args = (buf.to(torch.float16), 32)
+    elif change == "const":
+        consts = {"BLOCK": 32, "FLAG": True}
+    else:
+        opts = {"num_warps": 8}
+    launch((1,), args, consts, opts)
+    assert fn.compiles == 2 and fn.log[-1][0] == "jit"
+    launch((1,), args, consts, opts)
+    assert fn.compiles == 2 and fn.log[-1][0] == "direct"
+
+
+def test_same_specialization_other_values_reuse_the_binary(fake_driver):
+    fn = FakeJIT()
+    launch = triton_launch.DirectLauncher(fn)
+    launch((1,), (torch.zeros(64), 32), {"BLOCK": 16, "FLAG": True}, {})
+    other = torch.ones(128)
+    launch((1,), (other, 48), {"BLOCK": 16, "FLAG": True}, {})
+    assert fn.compiles == 1 and fn.log[-1][1][9] is other and fn.log[-1][1][10] == 48
+
+
+def test_launch_hooks_force_the_normal_path(fake_driver, monkeypatch):
+    from triton import knobs
+
+    fn = FakeJIT()
+    launch = triton_launch.DirectLauncher(fn)
+    x = torch.zeros(64)
+    launch((1,), (x, 32), {"BLOCK": 16, "FLAG": True}, {})
+    hook = knobs.runtime.launch_enter_hook
+    if hasattr(hook, "add"):  # Triton >= 3.5: a HookChain
+        hook.add(print)
+        try:
+            launch((1,), (x, 32), {"BLOCK": 16, "FLAG": True}, {})
+        finally:
+            hook.remove(print)
+    else:
+        monkeypatch.setattr(knobs.runtime, "launch_enter_hook", print)
+        launch((1,), (x, 32), {"BLOCK": 16, "FLAG": True}, {})
+    assert fn.log[-1][0] == "jit"
+
+
+def test_hooked_reads_empty_chains_as_unhooked():
+    class Chain:
+        def __init__(self, calls):
+            self.calls = calls
+
+    assert not triton_launch._hooked(None)
+    assert not triton_launch._hooked(Chain([]))
+    assert triton_launch._hooked(Chain([print]))
+    assert triton_launch._hooked(print)
+
+
+def test_size_helpers():
+    assert [triton_tiles.next_pow2(n) for n in (1, 2, 3, 16, 17, 5120)] == [1, 2, 4, 16, 32, 8192]
+    assert [triton_tiles.m_bucket(m) for m in (1, 100, 512, 32760, 100000)] == [16, 128, 512, 16384, 16384]
+    assert triton_tiles.ceil_div(32760, 128) == 256
+
+
+@pytest.mark.parametrize("cc, want", [((9, 0), "triton"), ((10, 0), "triton"), ((8, 9), "torch")])
+def test_fp8_prefers_triton_from_hopper_on(monkeypatch, cc, want):
+    monkeypatch.setattr(kernels, "capability", lambda device: cc)
+    monkeypatch.setattr(kernels, "availability",
+                        lambda k, f, d: kernels.Availability(kernels.NATIVE if k in ("torch", "triton")
+                                                             else kernels.UNAVAILABLE, ""))
+    assert kernels.fastest("fp8", torch.device("cuda")) == want
+    assert kernels.fastest("int8", torch.device("cuda")) == "triton"
+
+
+def test_tma_path_taken_only_where_tma_can_run(monkeypatch):
+    from quant.kernels import triton_gemm_tma as tma
+
+    monkeypatch.setattr(tma, "_hopper", lambda index: True)
+    m, k, n = tma.MIN_M, 256, 512
+    a, w = torch.zeros(m, k, dtype=torch.int8), torch.zeros(n, k, dtype=torch.int8)
+    sa, sw, c = torch.ones(m, 1), torch.ones(n, 1), torch.empty(m, n, dtype=torch.bfloat16)
+    assert tma.use_tma(a, sa, w, sw, c)
+    assert not tma.use_tma(a[: m - 1], sa[: m - 1], w, sw, c[: m - 1])  # small M: the plain kernel
+    assert not tma.use_tma(a, torch.ones(m, 2), w, sw, c)  # block scales: not this kernel's layout
+    wide = torch.zeros(n, k + 8, dtype=torch.int8)[:, :k]  # row stride 264 bytes: not 16-byte aligned
+    assert not tma.use_tma(a, sa, wide, sw, c)
+    monkeypatch.setattr(tma, "_hopper", lambda index: False)
+    assert not tma.use_tma(a, sa, w, sw, c)
+    monkeypatch.setattr(tma, "_hopper", lambda index: True)
+    monkeypatch.setattr(tma, "ENABLED", False)
+    assert not tma.use_tma(a, sa, w, sw, c)
+    assert not tma.use_tma(a, sa, w, sw, torch.empty(m, n))  # fp32 output: the plain kernel
