@@ -131,7 +131,7 @@ def _grid(meta, m, n):
     return (ceil_div(m, meta["BLOCK_M"]) * ceil_div(n, meta["BLOCK_N"]),)
 
 
-_BEST: dict = {}  # launch key -> the autotuner's config (filled on the key's first call)
+_BEST: dict = {}  # launch key -> (constexprs incl. the autotuned config, launch options), from the first call
 _DIRECT = DirectLauncher(_w8a8_kernel.fn)
 
 
@@ -159,19 +159,21 @@ def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor | None, w: torch.Tensor, sw: tor
     args = (a, w, c, sa, sw, bias if has_bias else sw, m, n, k, m_bucket(m),
             a.stride(0), w.stride(0), c.stride(0), sa.stride(0), sa.stride(1) if sa.dim() > 1 else 0,
             sw.stride(0), sw.stride(1) if sw.dim() > 1 else 0)
-    consts = {"HAS_BIAS": has_bias, "IS_INT": is_int, "GROUPED": grouped, "A_FUSED": a_fused,
-              "EVEN_K": k % BLOCK == 0, "QMAX": E4M3_MAX, "TINY_": TINY}
     # The autotuner picks a config on the key's first call; later calls launch the compiled kernel for
-    # that config directly (kernels.triton_launch: small-M calls are launch-bound).
+    # that config directly with the constexprs and options cached here (kernels.triton_launch: small-M
+    # calls are launch-bound).
     key = (args[9], n, k, is_int, grouped, a_fused, has_bias, a.dtype, w.dtype, out_dtype,
            None if bias is None else bias.dtype)
-    cfg = _BEST.get(key)
-    if cfg is None:
+    hit = _BEST.get(key)
+    if hit is None:
+        consts = {"HAS_BIAS": has_bias, "IS_INT": is_int, "GROUPED": grouped, "A_FUSED": a_fused,
+                  "EVEN_K": k % BLOCK == 0, "QMAX": E4M3_MAX, "TINY_": TINY}
         _w8a8_kernel[lambda meta: _grid(meta, m, n)](*args, **consts)
-        _BEST[key] = _w8a8_kernel.best_config
+        cfg = _w8a8_kernel.best_config
+        _BEST[key] = ({**consts, **cfg.kwargs}, {o: v for o, v in cfg.all_kwargs().items() if o not in cfg.kwargs})
     else:
-        options = {k_: v for k_, v in cfg.all_kwargs().items() if k_ not in cfg.kwargs}
-        _DIRECT(_grid(cfg.kwargs, m, n), args, {**consts, **cfg.kwargs}, options)
+        consts, options = hit
+        _DIRECT(_grid(consts, m, n), args, consts, options)
     return c
 
 

@@ -6,7 +6,8 @@ small M (bench/NOTES.md v5, v6). `DirectLauncher` does that work once per specia
 hands the arguments to the compiled kernel's C launcher. The key it keeps mirrors Triton's own
 specialization (tensor dtype and 16-byte alignment; integer equal-to-1, multiple-of-16 and 32/64-bit),
 so a call never reuses a binary compiled for different assumptions. With launch hooks set (profilers),
-or on any Triton without this internal API, every call takes the normal path.
+or on a Triton whose compiled kernels lack `run` / `function` / `packed_metadata`, calls take the
+normal path.
 """
 from __future__ import annotations
 
@@ -49,8 +50,13 @@ class DirectLauncher:
         if hit is None:
             kernel = self.fn[grid](*args, **consts, **options)
             kernel = kernel.result() if hasattr(kernel, "result") else kernel
-            tail = tuple(consts[n] for n in self.names[len(args):])
-            self.cache[key] = (kernel, kernel.run, tail)
+            if all(hasattr(kernel, a) for a in ("run", "function", "packed_metadata")):
+                self.cache[key] = (kernel, kernel.run, tuple(consts[n] for n in self.names[len(args):]))
+            else:  # a Triton without this internal API: keep taking the normal path
+                self.cache[key] = False
+            return
+        if hit is False:
+            self.fn[grid](*args, **consts, **options)
             return
         kernel, run, tail = hit
         stream = driver.active.get_current_stream(device)

@@ -170,3 +170,21 @@ def test_tma_path_taken_only_where_tma_can_run(monkeypatch):
     monkeypatch.setattr(tma, "ENABLED", False)
     assert not tma.use_tma(a, sa, w, sw, c)
     assert not tma.use_tma(a, sa, w, sw, torch.empty(m, n))  # fp32 output: the plain kernel
+
+
+def test_triton_without_the_internal_api_keeps_the_normal_path(fake_driver):
+    fn = FakeJIT()
+    fn_getitem = fn.__getitem__
+
+    class Opaque:  # a compiled kernel without run / function / packed_metadata
+        pass
+
+    def getitem(grid):
+        launch = fn_getitem(grid)
+        return lambda *a, **k: (launch(*a, **k), Opaque())[1]
+
+    fn.__class__ = type("FakeJITOpaque", (FakeJIT,), {"__getitem__": lambda self, grid: getitem(grid)})
+    launch = triton_launch.DirectLauncher(fn)
+    for _ in range(3):
+        launch((1,), (torch.zeros(64), 32), {"BLOCK": 16, "FLAG": True}, {})
+    assert fn.compiles == 3 and all(entry[0] == "jit" for entry in fn.log)
