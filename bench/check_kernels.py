@@ -3,12 +3,13 @@
     python bench/check_kernels.py [--quick-timing]
 
 1. Triton quantizers vs the formats' reference quantizers (fraction of identical codes, scale error).
-2. Each (kernel, format) linear vs reference.linear on fresh random inputs with outlier channels,
+2. Direct launches re-specialize; the emulated mxfp8 / nvfp4 Triton passes match the formats' code.
+3. Each (kernel, format) linear vs reference.linear on fresh random inputs with outlier channels,
    output poisoned first (NaN in the allocator's free memory), several ragged shapes: rel err < 1e-2;
    the "torch" kernel's emulated mxfp8 / nvfp4 (bf16 dequantize + cuBLAS) and torchao when importable;
    a second call on the same shape (Triton: the cached-config direct launch) must give the same output.
-3. The Triton linear under torch.compile(fullgraph=True) (custom op: no graph break).
-4. Optional: quick timings of the Wan 2.1-14B shapes (quantizer alone, GEMM alone, whole linear).
+4. The Triton linear under torch.compile(fullgraph=True) (custom op: no graph break).
+5. Optional: quick timings of the Wan 2.1-14B shapes (quantizer alone, GEMM alone, whole linear).
 Prints FAIL lines and exits 1 on any failure.
 """
 import argparse
@@ -79,6 +80,28 @@ def check_direct_launch():
                 got, want = triton_quant.quantize(x, fmt), f.quantize_activation(x)
                 same = (got.data.view(torch.uint8) == want.data.view(torch.uint8)).float().mean().item()
                 check(same > 0.9995, f"direct launch {fmt} 64x{k} ptr%16={x.data_ptr() % 16}: identical codes {same:.6f}")
+
+
+def check_microscale():
+    """Triton fake-quantizer / weight dequantizer of the emulated mxfp8 / nvfp4 vs the formats' torch code."""
+    from quant.kernels import triton_microscale as tms
+
+    for fmt in ("mxfp8", "nvfp4"):
+        f = get_format(fmt)
+        for m, k in [(1, 32), (17, 1280), (300, 5120), (33, 13824), (5, 96)]:
+            for dtype in (torch.bfloat16, torch.float16):
+                x = xin(m, k, dtype)
+                poison()
+                got = tms.fake_quantize(x, fmt)
+                want = f.dequantize_activation(f.quantize_activation(x), dtype)
+                same = (got == want).float().mean().item()
+                check(same > 0.99999, f"fake-quant {fmt} {m}x{k} {str(dtype)[6:]}: identical {same:.6f}, "
+                      f"max diff {(got.float() - want.float()).abs().max().item():.3g}")
+            wq = f.quantize_weight(torch.randn(2 * m + 3, k, device="cuda") * k ** -0.5)
+            poison()
+            got = tms.dequantize_weight(wq, fmt, torch.bfloat16)
+            check(torch.equal(got, f.dequantize_weight(wq, torch.bfloat16)),
+                  f"weight dequant {fmt} {2 * m + 3}x{k}: identical to the format's dequantize")
 
 
 def check_linears():
@@ -189,6 +212,7 @@ if __name__ == "__main__":
     torch.manual_seed(0)
     check_quantizers()
     check_direct_launch()
+    check_microscale()
     check_linears()
     check_compile()
     if a.quick_timing:
