@@ -204,17 +204,19 @@ def quick_timing():
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick-timing", action="store_true")
+    ap.add_argument("--only", choices=["quantizers", "direct", "microscale", "linears", "compile"],
+                    help="run one section")
     a = ap.parse_args()
     import triton
 
     print(f"device {torch.cuda.get_device_name()} cc {torch.cuda.get_device_capability()} torch {torch.__version__} "
           f"triton {triton.__version__} cuda {torch.version.cuda}")
     torch.manual_seed(0)
-    check_quantizers()
-    check_direct_launch()
-    check_microscale()
-    check_linears()
-    check_compile()
+    sections = {"quantizers": check_quantizers, "direct": check_direct_launch, "microscale": check_microscale,
+                "linears": check_linears, "compile": check_compile}
+    for name, fn in sections.items():
+        if a.only in (None, name):
+            fn()
     if a.quick_timing:
         quick_timing()
     print(f"\n{len(FAILS)} failure(s)")

@@ -4,9 +4,11 @@
   (the format's codes, never stored); nvfp4 first takes the tensor's absmax (its global scale).
 - `dequantize_weight(w, fmt, dtype)`: stored weight [N, K] (+ scales) -> [N, K] in dtype, one pass.
 
-Same math as quant/formats/mxfp8.py and nvfp4.py, operation for operation: IEEE division (div_rn),
-power-of-two scales built from exponent bits, round-to-nearest-even e4m3 casts with saturation, e2m1
-rounding to the nearest value with ties to the even code. Used by
+Same math as quant/formats/mxfp8.py and nvfp4.py as torch runs it on CUDA, operation for operation:
+IEEE division between tensors (div_rn); multiplication by the fp32 reciprocal where the format divides
+by a Python number (torch's CUDA kernel does that; true division differed in 2e-4 of nvfp4 fp16
+elements on an H100); power-of-two scales built from exponent bits; round-to-nearest-even e4m3 casts
+with saturation; e2m1 rounding to the nearest value with ties to the even code. Used by
 reference.emulated_linear on CUDA; nothing here runs on import.
 """
 from __future__ import annotations
@@ -26,7 +28,15 @@ _E4M3 = tl.constexpr(E4M3_MAX)
 _EMAX = tl.constexpr(E4M3_EMAX)
 _TINY = tl.constexpr(TINY)
 _E2M1 = tl.constexpr(E2M1_MAX)
-_NV_GLOBAL = tl.constexpr(E4M3_MAX * E2M1_MAX)  # nvfp4 global scale = absmax / (448 * 6)
+
+
+def _f32_reciprocal(v: float) -> float:
+    """1 / v rounded to fp32: torch's CUDA division by a Python scalar multiplies by this."""
+    return (torch.tensor(1.0) / torch.tensor(v)).item()
+
+
+_INV_E2M1 = tl.constexpr(_f32_reciprocal(E2M1_MAX))
+_INV_NV_GLOBAL = tl.constexpr(_f32_reciprocal(E4M3_MAX * E2M1_MAX))  # nvfp4 global scale = absmax / (448 * 6)
 _BLOCK_K = 1024  # columns per program (a multiple of both groups: groups never straddle programs)
 _ELEMS = 4096  # elements per program: ROWS = _ELEMS / BLOCK_K rows
 
@@ -81,8 +91,8 @@ def _fake_quant_kernel(x_ptr, y_ptr, amax_ptr, M, K, stride_xm, stride_ym,
     g = tl.reshape(x, (ROWS, BLOCK_K // GROUP, GROUP))
     gmax = tl.max(tl.abs(g), axis=2)
     if IS_NVFP4:
-        gs = tl.math.div_rn(tl.maximum(tl.load(amax_ptr), _TINY), _NV_GLOBAL)
-        block = _e4m3(tl.math.div_rn(tl.math.div_rn(gmax, _E2M1), gs))
+        gs = tl.maximum(tl.load(amax_ptr), _TINY) * _INV_NV_GLOBAL
+        block = _e4m3(tl.math.div_rn(gmax * _INV_E2M1, gs))
         scale = block * gs
         v = tl.math.div_rn(g, tl.maximum(scale, _TINY)[:, :, None])
         y = _e2m1(v) * scale[:, :, None]
