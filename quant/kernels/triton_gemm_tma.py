@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_launch import DirectLauncher
 from .triton_tiles import ceil_div, m_bucket, tile_coords
 
 try:  # host-side TMA descriptors: Triton >= 3.4
@@ -110,17 +111,39 @@ def use_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor
                for t in (a, w, c))
 
 
+_BEST: dict = {}  # launch key -> (constexprs incl. the autotuned config, launch options), from the first call
+_DIRECT = DirectLauncher(_w8a8_tma_kernel.fn)
+
+
 def w8a8_gemm_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor,
                   bias: torch.Tensor | None, c: torch.Tensor) -> None:
-    """a [M, K], w [N, K] int8/e4m3; sa [M, 1], sw [N, 1] fp32 (unit stride); bias [N] or None -> c [M, N]."""
+    """a [M, K], w [N, K] int8/e4m3; sa [M, 1], sw [N, 1] fp32 (unit stride); bias [N] or None -> c [M, N].
+
+    The key's first call runs the autotuner (its pre-hook sizes the descriptors); later calls build the
+    descriptors for the chosen config and launch the compiled kernel directly (kernels.triton_launch).
+    """
     m, k = a.shape
     n = w.shape[0]
     nsm = _sm_count(a.device.index or 0)
-    descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [16, 16]) for t in (a, w, c)]
     has_bias = bias is not None
+    key = (m_bucket(m), n, k, a.dtype, c.dtype, None if bias is None else bias.dtype, a.device.index)
+    hit = _BEST.get(key)
+    if hit is None:
+        descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [16, 16]) for t in (a, w, c)]
+        consts = {"HAS_BIAS": has_bias, "IS_INT": w.dtype == torch.int8, "NUM_SMS": nsm}
+        _w8a8_tma_kernel[lambda meta: _grid(meta, m, n, nsm)](*descs, sa, sw, bias if has_bias else sw, m, n, k,
+                                                               m_bucket(m), **consts)
+        cfg = _w8a8_tma_kernel.best_config
+        _BEST[key] = ({**consts, **cfg.kwargs}, {o: v for o, v in cfg.all_kwargs().items() if o not in cfg.kwargs})
+        return
+    consts, options = hit
+    bm, bn, bk = consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"]
+    descs = (TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, bk]),
+             TensorDescriptor(w, [n, k], [w.stride(0), 1], [bn, bk]),
+             TensorDescriptor(c, [m, n], [c.stride(0), 1], [bm, bn // 2 if consts["EPI_SPLIT"] else bn]))
+    _DIRECT(_grid(consts, m, n, nsm), (*descs, sa, sw, bias if has_bias else sw, m, n, k, m_bucket(m)),
+            consts, options)
 
-    def grid(meta):
-        return (min(nsm, ceil_div(m, meta["BLOCK_M"]) * ceil_div(n, meta["BLOCK_N"])),)
 
-    _w8a8_tma_kernel[grid](*descs, sa, sw, bias if has_bias else sw, m, n, k, m_bucket(m),
-                           HAS_BIAS=has_bias, IS_INT=w.dtype == torch.int8, NUM_SMS=nsm)
+def _grid(meta, m: int, n: int, nsm: int) -> tuple[int]:
+    return (min(nsm, ceil_div(m, meta["BLOCK_M"]) * ceil_div(n, meta["BLOCK_N"])),)

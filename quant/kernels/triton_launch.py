@@ -4,7 +4,8 @@
 each call: tens of microseconds of Python on a server CPU, which is the whole budget of a linear at
 small M (bench/NOTES.md v5, v6). `DirectLauncher` does that work once per specialization and afterwards
 hands the arguments to the compiled kernel's C launcher. The key it keeps mirrors Triton's own
-specialization (tensor dtype and 16-byte alignment; integer equal-to-1, multiple-of-16 and 32/64-bit),
+specialization (tensor dtype and 16-byte alignment; integer equal-to-1, multiple-of-16 and 32/64-bit;
+a TMA descriptor's element type and block shape),
 so a call never reuses a binary compiled for different assumptions. With launch hooks set (profilers),
 or on a Triton whose compiled kernels lack `run` / `function` / `packed_metadata`, calls take the
 normal path.
@@ -16,10 +17,18 @@ from triton import knobs
 from triton.runtime import driver
 
 
+def _desc_spec(d) -> tuple:
+    """A host TMA descriptor: its element type, block shape, base alignment and the 16-divisibility of
+    its shape and strides (more than Triton keys on: never less)."""
+    return (d.base.dtype, tuple(d.block_shape), d.base.data_ptr() % 16 == 0,
+            tuple(v % 16 == 0 for v in (*d.shape, *d.strides)), d.padding)
+
+
 def _spec(args: tuple) -> tuple:
     """The part of the arguments Triton specializes a compiled kernel on (one comprehension: per call)."""
     return tuple((v.dtype, v.data_ptr() % 16 == 0) if isinstance(v, torch.Tensor)
-                 else (v == 1, v % 16 == 0, -(1 << 31) <= v < (1 << 31)) if type(v) is int else v for v in args)
+                 else (v == 1, v % 16 == 0, -(1 << 31) <= v < (1 << 31)) if type(v) is int
+                 else _desc_spec(v) if hasattr(v, "block_shape") else v for v in args)
 
 
 def _hooked(hook) -> bool:

@@ -188,3 +188,21 @@ def test_triton_without_the_internal_api_keeps_the_normal_path(fake_driver):
     for _ in range(3):
         launch((1,), (torch.zeros(64), 32), {"BLOCK": 16, "FLAG": True}, {})
     assert fn.compiles == 3 and all(entry[0] == "jit" for entry in fn.log)
+
+
+def test_tma_descriptors_specialize_on_block_shape_and_alignment(fake_driver):
+    from types import SimpleNamespace
+
+    def desc(base, block, shape=(64, 32), strides=(32, 1)):
+        return SimpleNamespace(base=base, block_shape=list(block), shape=list(shape), strides=list(strides),
+                               padding="zero")
+
+    fn = FakeJIT()
+    launch = triton_launch.DirectLauncher(fn)
+    buf = torch.zeros(64 * 32)
+    launch((1,), (desc(buf, (16, 16)), 32), {"BLOCK": 16, "FLAG": True}, {})
+    launch((1,), (desc(torch.ones(64 * 32), (16, 16)), 32), {"BLOCK": 16, "FLAG": True}, {})
+    assert fn.compiles == 1  # another tensor, same specialization
+    for other in (desc(buf, (32, 16)), desc(buf[1:], (16, 16)), desc(buf, (16, 16), strides=(33, 1))):
+        launch((1,), (other, 32), {"BLOCK": 16, "FLAG": True}, {})
+    assert fn.compiles == 4
