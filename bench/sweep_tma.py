@@ -1,6 +1,7 @@
 """Persistent TMA GEMM (kernels.triton_gemm_tma) vs the current Triton W8A8 GEMM, GEMM alone, on the GPU.
 
-    python bench/sweep_tma.py [--out PATH.json] [--jobs 14] [--dtypes int8 fp8]
+    python bench/sweep_tma.py [--out PATH.json] [--jobs 14] [--dtypes int8 fp8] [--shapes all|wan14b|wan1.3b]
+                              [--bk 64 128]
 
 Pre-quantized int8 / e4m3 A [M, K] and W [N, K], per-token x per-channel fp32 scales, bf16 bias and
 out, at the Wan 2.1-14B and 1.3B shapes (M = 32760). The baseline is triton_gemm.w8a8_gemm with the TMA
@@ -26,19 +27,22 @@ SHAPES = [(32760, 5120, 5120), (32760, 5120, 13824), (32760, 13824, 5120),
 SMEM_LIMIT = 227 * 1024
 
 
-def space():
-    """(BLOCK_M, BLOCK_N, stages, EPI_SPLIT, warps, WARP_SPEC, GROUP_M) within shared memory."""
+def space(bks=(128,)):
+    """(BLOCK_M, BLOCK_N, BLOCK_K, stages, EPI_SPLIT, warps, WARP_SPEC, GROUP_M) within shared memory."""
     out = []
-    for (bm, bn), st, split, wp, ws, g in itertools.product(((128, 256), (256, 128), (128, 128)), (3, 4, 5),
-                                                           (False, True), (4, 8), (False, True), (8, 16)):
+    for (bm, bn), bk, st, split, wp, ws, g in itertools.product(((128, 256), (256, 128), (128, 128)), bks,
+                                                               (3, 4, 5, 6), (False, True), (4, 8), (False, True),
+                                                               (8, 16)):
         epi = bm * (bn // 2 if split else bn) * 2
-        if (bm + bn) * 128 * st + epi > SMEM_LIMIT or bm * bn // (32 * wp) > 128:
+        if (bm + bn) * bk * st + epi > SMEM_LIMIT or bm * bn // (32 * wp) > 128:
             continue
         if bm == bn and split:  # square tiles: the epilogue fits whole
             continue
         if g == 16 and (ws or st != 3):  # GROUP_M 16: one probe per tile
             continue
-        out.append((bm, bn, st, split, wp, ws, g))
+        if st == 6 and bk == 128:  # never fits with 128-wide k tiles
+            continue
+        out.append((bm, bn, bk, st, split, wp, ws, g))
     return out
 
 
@@ -51,18 +55,18 @@ def launch(a, sa, w, sw, bias, c, cfg):
     import triton
     from quant.kernels import triton_gemm_tma as tma
     from quant.kernels.triton_tiles import m_bucket
-    bm, bn, st, split, wp, ws, g = cfg
+    bm, bn, bk, st, split, wp, ws, g = cfg
     m, k = a.shape
     n = w.shape[0]
     TD = tma.TensorDescriptor
-    da = TD(a, list(a.shape), list(a.stride()), [bm, 128])
-    db = TD(w, list(w.shape), list(w.stride()), [bn, 128])
+    da = TD(a, list(a.shape), list(a.stride()), [bm, bk])
+    db = TD(w, list(w.shape), list(w.stride()), [bn, bk])
     dc = TD(c, list(c.shape), list(c.stride()), [bm, bn // 2 if split else bn])
     nsm = torch.cuda.get_device_properties(0).multi_processor_count
     grid = (min(nsm, triton.cdiv(m, bm) * triton.cdiv(n, bn)),)
     tma._w8a8_tma_kernel.fn[grid](da, db, dc, sa, sw, bias, m, n, k, m_bucket(m), HAS_BIAS=True,
                                   IS_INT=w.dtype == torch.int8, NUM_SMS=nsm, BLOCK_M=bm, BLOCK_N=bn,
-                                  BLOCK_K=128, GROUP_M=g, EPI_SPLIT=split, WARP_SPEC=ws,
+                                  BLOCK_K=bk, GROUP_M=g, EPI_SPLIT=split, WARP_SPEC=ws,
                                   num_warps=wp, num_stages=st)
 
 
@@ -88,6 +92,8 @@ def main():
     p.add_argument("--jobs", type=int, default=14)
     p.add_argument("--dtypes", nargs="+", default=["int8", "fp8"])
     p.add_argument("--top", type=int, default=4)
+    p.add_argument("--shapes", default="all", choices=["all", "wan1.3b", "wan14b"])
+    p.add_argument("--bk", type=int, nargs="+", default=[128], help="BLOCK_K values to sweep")
     args = p.parse_args()
     import torch.nn.functional as F
     from triton.testing import do_bench
@@ -96,7 +102,9 @@ def main():
     from quant.kernels import triton_gemm_tma as tma
 
     t0 = time.time()
-    jobs = [(d == "int8", cfg) for d in args.dtypes for cfg in space()]
+    shapes = {"all": SHAPES, "wan14b": SHAPES[:3], "wan1.3b": SHAPES[3:]}[args.shapes]
+    configs = space(tuple(args.bk))
+    jobs = [(d == "int8", cfg) for d in args.dtypes for cfg in configs]
     print(f"{len(jobs)} TMA configs to compile", flush=True)
     failed = {}
     with mp.get_context("spawn").Pool(args.jobs) as pool:
@@ -112,7 +120,7 @@ def main():
     summary = []
     for d in args.dtypes:
         is_int = d == "int8"
-        for m, k, n in SHAPES:
+        for m, k, n in shapes:
             a, w, sa, sw, bias = make_inputs(m, k, n, is_int)
             x16 = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             w16 = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
@@ -124,7 +132,7 @@ def main():
             t_auto = bench(lambda: tg.w8a8_gemm(a, sa, w, sw, bias, torch.bfloat16, grouped=False))
             auto_err = rel(tg.w8a8_gemm(a, sa, w, sw, bias, torch.bfloat16, grouped=False), ref)
             rows = []
-            for cfg in space():
+            for cfg in configs:
                 if (is_int, cfg) in failed:
                     continue
                 c = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)

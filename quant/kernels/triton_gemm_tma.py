@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 ENABLED = True
 MIN_M = 4096  # below this, the tile count is too small for a persistent grid to pay off
+MIN_KN = 128  # K and N at least one tile wide (what bench/check_kernels.py covered on the H100)
 
 
 def _set_blocks(nargs):
@@ -100,10 +101,12 @@ def _hopper(index: int) -> bool:
 
 
 def use_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor, c: torch.Tensor) -> bool:
-    """Whether the persistent TMA kernel takes this call: Hopper+, large M, per-token x per-channel
-    scales with unit row stride, 16-bit output (the configs' shared memory is sized for it), 16-byte
-    aligned bases and rows (TMA's requirements)."""
-    if not ENABLED or TensorDescriptor is None or a.shape[0] < MIN_M or sa.stride(0) != 1 or sw.stride(0) != 1:
+    """Whether the persistent TMA kernel takes this call: Hopper+, large M, K and N >= 128, per-token x
+    per-channel scales with unit row stride, 16-bit output (the configs' shared memory is sized for it),
+    16-byte aligned bases and rows (TMA's requirements)."""
+    if not ENABLED or TensorDescriptor is None or a.shape[0] < MIN_M or min(a.shape[1], w.shape[0]) < MIN_KN:
+        return False
+    if sa.stride(0) != 1 or sw.stride(0) != 1:
         return False
     if sa.shape[-1] != 1 or sw.shape[-1] != 1 or c.element_size() != 2 or not _hopper(a.device.index or 0):
         return False

@@ -206,3 +206,14 @@ def test_tma_descriptors_specialize_on_block_shape_and_alignment(fake_driver):
     for other in (desc(buf, (32, 16)), desc(buf[1:], (16, 16)), desc(buf, (16, 16), strides=(33, 1))):
         launch((1,), (other, 32), {"BLOCK": 16, "FLAG": True}, {})
     assert fn.compiles == 4
+
+
+def test_tma_path_needs_k_and_n_of_a_tile(monkeypatch):
+    from quant.kernels import triton_gemm_tma as tma
+
+    monkeypatch.setattr(tma, "_hopper", lambda index: True)
+    m = tma.MIN_M
+    for k, n, want in ((64, 512, False), (256, 64, False), (128, 128, True)):
+        a, w = torch.zeros(m, k, dtype=torch.int8), torch.zeros(n, k, dtype=torch.int8)
+        got = tma.use_tma(a, torch.ones(m, 1), w, torch.ones(n, 1), torch.empty(m, n, dtype=torch.bfloat16))
+        assert got == want, (k, n)
