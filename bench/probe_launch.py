@@ -133,7 +133,6 @@ def main():
                 q2b = back_to_back_us(call)
                 print(f"   {fmt}-{kern}: {ms:.4f} ms, {base / ms:.2f}x bf16, cpu {cpu_us(lambda: qs[0](x)):.1f} us/call, "
                       f"back-to-back {q2b:.1f} us/call ({b2b / q2b:.2f}x bf16)", flush=True)
-                del qs
             if m == 512:
                 pieces(x, lin)
             torch.cuda.empty_cache()

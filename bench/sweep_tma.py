@@ -157,7 +157,6 @@ def main():
                 summary.append(s)
             results.append({"dtype": d, "shape": [m, k, n], "bf16_ms": t16, "old_ms": t_old, "auto_ms": t_auto,
                             "configs": [{"cfg": list(cfg), "ms": t, "err": err} for t, cfg, err in rows]})
-            del a, w, x16, w16, ref
             torch.cuda.empty_cache()
     print("\n".join(["", "SUMMARY"] + summary))
     if args.out:

@@ -170,7 +170,6 @@ def main():
             wb = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
             bf16_ms = tt.do_bench(lambda: torch.nn.functional.linear(xb, wb, bias), warmup=10, rep=60, quantiles=[0.5])
             bf16_ms = bf16_ms[0] if isinstance(bf16_ms, (list, tuple)) else bf16_ms
-            del xb, wb
             rows = []
             for cfg in space(is_int):
                 if (is_int, cfg) in failed:
@@ -212,7 +211,6 @@ def main():
                 print(f"| {cf['BLOCK_M']} | {cf['BLOCK_N']} | {cf['BLOCK_K']} | {cf['num_warps']} | {cf['num_stages']} | "
                       f"{cf['GROUP_M']} | {t['ms']:.3f} | {t['tflops']:.0f} | {t['x_bf16']:.2f}x | {t['x_base']:.3f} | "
                       f"{t['rel_err']:.2e}{'' if t['ok'] else ' FAIL'} |", flush=True)
-            del a, w, sa, sw, bias, c
             torch.cuda.empty_cache()
     print(f"\ntotal {time.time() - t0:.0f} s; {torch.cuda.get_device_name()}, triton {triton.__version__}, torch {torch.__version__}")
     if args.out:

@@ -15,10 +15,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ..formats.base import E4M3_MAX, TINY
+from ..formats.base import E4M3_MAX, TINY, ceil_div
 from . import triton_gemm_tma as tma
 from .triton_launch import DirectLauncher
-from .triton_tiles import ceil_div, m_bucket, tile_coords
+from .triton_tiles import m_bucket, tile_coords
 
 BLOCK = 128
 

@@ -15,7 +15,8 @@ import triton
 import triton.language as tl
 
 from .triton_launch import DirectLauncher
-from .triton_tiles import ceil_div, m_bucket, tile_coords
+from ..formats.base import ceil_div
+from .triton_tiles import m_bucket, tile_coords
 
 try:  # host-side TMA descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor

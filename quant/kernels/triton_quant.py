@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..formats.base import E4M3_MAX, INT8_MAX, TINY, QTensor
+from ..formats.base import E4M3_MAX, INT8_MAX, TINY, QTensor, ceil_div
 
 try:  # Triton is optional: CPU-only installs fall back to plain torch.
     import triton
@@ -21,7 +21,7 @@ try:  # Triton is optional: CPU-only installs fall back to plain torch.
     from triton.language.extra import libdevice
 
     from .triton_launch import DirectLauncher
-    from .triton_tiles import ceil_div, next_pow2
+    from .triton_tiles import next_pow2
 except Exception:  # pragma: no cover - depends on the install
     triton = None
 

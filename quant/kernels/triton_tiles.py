@@ -2,8 +2,6 @@
 import triton
 import triton.language as tl
 
-from ..formats.base import ceil_div
-
 
 @triton.jit
 def tile_coords(tile, num_m, num_n, GROUP_M: tl.constexpr):
