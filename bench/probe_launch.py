@@ -8,7 +8,6 @@ and the ratio to bf16 F.linear; plus the Triton quantizer launched through JITFu
 through kernels.triton_launch.DirectLauncher (new), with their outputs compared bit for bit.
 """
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -22,18 +21,9 @@ from quant.formats.base import E4M3_MAX, TINY  # noqa: E402
 from quant.kernels import triton_quant  # noqa: E402
 from quant.linear import QuantLinear  # noqa: E402
 
+from probe_paths import cpu_us  # noqa: E402  (bench/ is this script's directory)
+
 METHODS = [("fp8", "torch"), ("fp8", "triton"), ("int8", "triton"), ("int8", "torch"), ("fp8_block128", "torch")]
-
-
-def cpu_us(fn, n=400):
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    c = time.perf_counter() - t0
-    torch.cuda.synchronize()
-    return c / n * 1e6
 
 
 def back_to_back_us(fn, n=200):

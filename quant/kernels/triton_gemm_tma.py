@@ -2,9 +2,9 @@
 
 C[M, N] = (A[M, K] @ W[N, K]^T) * sa[M] * sw[N] + bias, A/W int8 or e4m3, both K-major. One program
 per SM walks the output tiles in the grouped order of triton_tiles.tile_coords; tiles of A and W come
-in through TMA descriptors (host-built, block shapes set per config by the autotuner's pre-hook) and
-C leaves through one as well, optionally in two halves (EPI_SPLIT) to leave shared memory to the
-pipeline. Used by triton_gemm.w8a8_gemm when `use_tma` says so; bench/sweep_tma.py measures it.
+in through TMA descriptors (host-built: sized by the autotuner's pre-hook on a shape's first call,
+then for the chosen config on direct launches) and C leaves through one as well, optionally in two
+halves (EPI_SPLIT) to leave shared memory to the pipeline. Used by triton_gemm.w8a8_gemm when `use_tma` says so; bench/sweep_tma.py measures it.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_launch import DirectLauncher
 from ..formats.base import ceil_div
+from .triton_launch import DirectLauncher
 from .triton_tiles import m_bucket, tile_coords
 
 try:  # host-side TMA descriptors: Triton >= 3.4
