@@ -1,7 +1,8 @@
 """Kernel "triton": this pack's own Triton W8A8 GEMMs (kernels.triton_gemm) + one-pass quantizers.
 
 int8 (sm80+) and fp8 (sm89+): activation quantized per token by kernels.triton_quant, then one GEMM
-with the per-token x per-channel scales, bias and output cast in its epilogue. fp8 block-128 (sm89+):
+with the per-token x per-channel scales, bias and output cast in its epilogue (a persistent TMA GEMM
+for M >= 4096 on sm90+, kernels.triton_gemm_tma). fp8 block-128 (sm89+):
 per-(1x128) x per-(128x128) scales applied in the main loop; the activation quantized by the one-pass
 Triton quantizer, or (FUSED_BLOCK128_QUANT) per 1x128 tile inside the GEMM's main loop.
 

@@ -6,7 +6,9 @@ C[M, N] = (A[M, K] @ W[N, K]^T) * scales + bias, cast to the output dtype, with
   main loop (BLOCK_K == 128); the activation either comes pre-quantized (q + column-major scales)
   or as bf16/fp16/fp32 and is quantized per 1x128 tile in registers (A_FUSED): no separate pass.
 
-Autotuned per (M bucket, N, K, mode) over a short config list checked on an H100 (bench/NOTES.md).
+Autotuned per (M bucket, N, K, mode) over a short config list checked on an H100 (bench/NOTES.md); after
+a key's first call the compiled kernel is launched directly (kernels.triton_launch). Per-token x
+per-channel calls with M >= 4096 on sm90+ go to the persistent TMA kernel (kernels.triton_gemm_tma).
 Nothing here runs on import; the module needs Triton importable (see kernels.triton for the guard).
 """
 from __future__ import annotations
