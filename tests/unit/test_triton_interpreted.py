@@ -1,0 +1,77 @@
+"""Triton kernels under Triton's CPU interpreter: their indexing checked without a GPU.
+
+- the emulated-mxfp8/nvfp4 weight dequantizer (kernels.triton_microscale): nibble order, group -> scale
+  column, ragged row/column masks, bit-exact against the formats' torch code;
+- the persistent TMA W8A8 GEMM (kernels.triton_gemm_tma): fewer programs than tiles (the persistent
+  loop), ragged M and N edges, split and whole epilogues, int8 and e4m3, output poisoned with NaN first;
+  compared with a tolerance because the interpreter rounds fp32 -> bf16 by truncation.
+The interpreter also rounds some fp32 -> e4m3 casts wrongly (mantissa carry into the exponent), so the
+kernels that cast to e4m3 (activation quantizers, fake-quantizer) are checked on the GPU only
+(bench/check_kernels.py). Runs in a subprocess: TRITON_INTERPRET must be set before Triton is imported.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("triton")
+
+SCRIPT = textwrap.dedent("""
+    import torch
+    from quant.formats import QTensor, get_format
+    from quant.kernels import triton_microscale as tm
+
+    torch.manual_seed(0)
+    for fmt in ("mxfp8", "nvfp4"):
+        f = get_format(fmt)
+        for n, k in ((3, 32), (5, 96), (9, 1024), (2, 2080)):
+            wq = f.quantize_weight(torch.randn(n, k))
+            if fmt == "nvfp4":  # unit block scales: the codes and their order alone
+                wq = QTensor(wq.data, torch.ones_like(wq.scale.float()).to(torch.float8_e4m3fn), torch.tensor(0.5))
+            want = f.dequantize_weight(wq, torch.float32)
+            y = torch.full((n, k), float("nan"))
+            rows, block_k, grid = tm._tiles(n, k)
+            gs = wq.global_scale.reshape(1) if fmt == "nvfp4" else wq.scale
+            tm._dequant_weight_kernel[grid](wq.data, wq.scale, gs, y, n, k, wq.data.stride(0), wq.scale.stride(0),
+                                            y.stride(0), IS_NVFP4=fmt == "nvfp4", GROUP=tm.GROUPS[fmt],
+                                            ROWS=rows, BLOCK_K=block_k)
+            assert torch.equal(y, want), (fmt, n, k, (y - want).abs().max().item())
+    print("interpreted dequant ok")
+
+    from quant.kernels.triton_tiles import m_bucket
+    from quant.kernels import triton_gemm_tma as tma
+
+    m, k, n = 300, 256, 640
+    for dt in (torch.int8, torch.float8_e4m3fn):
+        if dt == torch.int8:
+            a = torch.randint(-127, 128, (m, k), dtype=dt)
+            w = torch.randint(-127, 128, (n, k), dtype=dt)
+        else:
+            a = (torch.randn(m, k) * 50).to(dt)
+            w = (torch.randn(n, k) * 50).to(dt)
+        sa, sw = torch.rand(m, 1) * 0.01, torch.rand(n, 1) * 0.01
+        bias = torch.randn(n).to(torch.bfloat16)
+        ref = (a.float() @ w.float().t()) * sa * sw.t() + bias.float()
+        for bm, bn, split, g in ((128, 256, True, 8), (128, 128, False, 2), (256, 128, False, 16)):
+            c = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
+            descs = [tma.TensorDescriptor(a, [m, k], [k, 1], [bm, 128]),
+                     tma.TensorDescriptor(w, [n, k], [k, 1], [bn, 128]),
+                     tma.TensorDescriptor(c, [m, n], [n, 1], [bm, bn // 2 if split else bn])]
+            tma._w8a8_tma_kernel.fn[(3,)](*descs, sa, sw, bias, m, n, k, m_bucket(m), HAS_BIAS=True,
+                                          IS_INT=dt == torch.int8, NUM_SMS=3, BLOCK_M=bm, BLOCK_N=bn,
+                                          BLOCK_K=128, GROUP_M=g, EPI_SPLIT=split, WARP_SPEC=False)
+            assert not torch.isnan(c.float()).any(), (dt, bm, bn)
+            err = ((c.float() - ref).norm() / ref.norm()).item()
+            assert err < 5e-3, (dt, bm, bn, split, g, err)
+    print("interpreted tma ok")
+""")
+
+
+def test_dequantizer_and_tma_gemm_under_the_interpreter():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "interpreted dequant ok" in out.stdout and "interpreted tma ok" in out.stdout
