@@ -3,8 +3,11 @@
 - the emulated-mxfp8/nvfp4 weight dequantizer (kernels.triton_microscale): nibble order, group -> scale
   column, ragged row/column masks, bit-exact against the formats' torch code;
 - the persistent TMA W8A8 GEMM (kernels.triton_gemm_tma): fewer programs than tiles (the persistent
-  loop), ragged M and N edges, split and whole epilogues, int8 and e4m3, output poisoned with NaN first;
-  compared with a tolerance because the interpreter rounds fp32 -> bf16 by truncation.
+  loop), ragged M and N edges, split and whole epilogues, int8 and e4m3;
+- the plain W8A8 GEMM (kernels.triton_gemm): int8 per channel and fp8 block-128 (pre-quantized A), ragged
+  edges, grouped tile order;
+GEMM outputs are poisoned with NaN first and compared with a tolerance (the interpreter rounds fp32 ->
+bf16 by truncation).
 The interpreter also rounds some fp32 -> e4m3 casts wrongly (mantissa carry into the exponent), so the
 kernels that cast to e4m3 (activation quantizers, fake-quantizer) are checked on the GPU only
 (bench/check_kernels.py). Runs in a subprocess: TRITON_INTERPRET must be set before Triton is imported.
@@ -66,12 +69,38 @@ SCRIPT = textwrap.dedent("""
             err = ((c.float() - ref).norm() / ref.norm()).item()
             assert err < 5e-3, (dt, bm, bn, split, g, err)
     print("interpreted tma ok")
+
+    from quant.formats.base import E4M3_MAX, TINY
+    from quant.kernels import reference
+    from quant.kernels import triton_gemm as tg
+
+    m, k, n = 70, 384, 200
+    for fmt in ("int8", "fp8_block128"):
+        f = get_format(fmt)
+        x = torch.randn(m, k).to(torch.bfloat16)
+        wq = f.quantize_weight(torch.randn(n, k) * k ** -0.5)
+        xq = f.quantize_activation(x)
+        bias = torch.randn(n).to(torch.bfloat16)
+        ref = reference.linear(x, wq, bias, f).float()
+        c = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
+        sa, sw = xq.scale, wq.scale
+        args = (xq.data, wq.data, c, sa, sw, bias, m, n, k, m_bucket(m), k, k, n, sa.stride(0),
+                sa.stride(1) if sa.dim() > 1 else 0, sw.stride(0), sw.stride(1) if sw.dim() > 1 else 0)
+        grid = (((m + 63) // 64) * ((n + 127) // 128),)
+        tg._w8a8_kernel.fn[grid](*args, HAS_BIAS=True, IS_INT=fmt == "int8", GROUPED=fmt != "int8", A_FUSED=False,
+                                 EVEN_K=True, QMAX=E4M3_MAX, TINY_=TINY, BLOCK_M=64, BLOCK_N=128, BLOCK_K=128,
+                                 GROUP_M=2)
+        assert not torch.isnan(c.float()).any(), fmt
+        err = ((c.float() - ref).norm() / ref.norm()).item()
+        assert err < 5e-3, (fmt, err)
+    print("interpreted plain gemm ok")
 """)
 
 
-def test_dequantizer_and_tma_gemm_under_the_interpreter():
+def test_dequantizer_and_gemms_under_the_interpreter():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "interpreted dequant ok" in out.stdout and "interpreted tma ok" in out.stdout
+    for part in ("dequant", "tma", "plain gemm"):
+        assert f"interpreted {part} ok" in out.stdout, out.stdout
