@@ -21,6 +21,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bench.sweep_triton_configs import make_inputs  # noqa: E402
 
 SHAPES = [(32760, 5120, 5120), (32760, 5120, 13824), (32760, 13824, 5120),
           (32760, 1536, 1536), (32760, 1536, 8960), (32760, 8960, 1536)]  # (M, K, N)
@@ -46,28 +47,17 @@ def space(bks=(128,)):
     return out
 
 
-def make_inputs(m, k, n, is_int, seed=0):
-    from bench.sweep_triton_configs import make_inputs as mk
-    return mk(m, k, n, is_int, seed=seed)
-
-
 def launch(a, sa, w, sw, bias, c, cfg):
-    import triton
     from quant.kernels import triton_gemm_tma as tma
     from quant.kernels.triton_tiles import m_bucket
     bm, bn, bk, st, split, wp, ws, g = cfg
     m, k = a.shape
     n = w.shape[0]
-    TD = tma.TensorDescriptor
-    da = TD(a, list(a.shape), list(a.stride()), [bm, bk])
-    db = TD(w, list(w.shape), list(w.stride()), [bn, bk])
-    dc = TD(c, list(c.shape), list(c.stride()), [bm, bn // 2 if split else bn])
+    meta = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": g, "EPI_SPLIT": split, "WARP_SPEC": ws}
     nsm = torch.cuda.get_device_properties(0).multi_processor_count
-    grid = (min(nsm, triton.cdiv(m, bm) * triton.cdiv(n, bn)),)
-    tma._w8a8_tma_kernel.fn[grid](da, db, dc, sa, sw, bias, m, n, k, m_bucket(m), HAS_BIAS=True,
-                                  IS_INT=w.dtype == torch.int8, NUM_SMS=nsm, BLOCK_M=bm, BLOCK_N=bn,
-                                  BLOCK_K=bk, GROUP_M=g, EPI_SPLIT=split, WARP_SPEC=ws,
-                                  num_warps=wp, num_stages=st)
+    tma._w8a8_tma_kernel.fn[tma.grid(meta, m, n, nsm)](*tma.descriptors(a, w, c, meta), sa, sw, bias, m, n, k,
+                                                        m_bucket(m), HAS_BIAS=True, IS_INT=w.dtype == torch.int8,
+                                                        NUM_SMS=nsm, **meta, num_warps=wp, num_stages=st)
 
 
 def _compile_worker(job):
@@ -147,7 +137,8 @@ def main():
             rows.sort(key=lambda r: r[0])
             flop = 2 * m * n * k
             line = (f"{d} {m}x{k}x{n}: bf16 {t16:.3f} ms; old {t_old:.3f} ms ({t16 / t_old:.2f}x bf16, "
-                    f"{flop / t_old / 1e9:.0f} TF/s); tma-autotuned {t_auto:.3f} ms ({t16 / t_auto:.2f}x, err {auto_err:.1e})")
+                    f"{flop / t_old / 1e9:.0f} TF/s); tma-autotuned {t_auto:.3f} ms ({t16 / t_auto:.2f}x, "
+                    f"err {auto_err:.1e})")
             print(line, flush=True)
             summary.append(line)
             for t, cfg, err in rows[: args.top]:

@@ -5,10 +5,10 @@
 
 Every figure is measured in this process: the bf16 baseline (F.linear with bias) is timed beside each
 method on the same inputs, alternately with it (PAIRED_ROUNDS rounds; the ratio is median baseline /
-median method of those rounds, so clock drift over the run cancels). Inputs carry outlier channels; errors are ||y - ref|| / ||ref|| against an
-fp32 reference of the unquantized layer. On CUDA, times are triton.testing.do_bench medians over
-rotating input buffers (several copies of x and of the layer when they would fit in L2); on the CPU
-(tests) a plain median of wall-clock runs.
+median method of those rounds, so clock drift over the run cancels). Inputs carry outlier channels;
+errors are ||y - ref|| / ||ref|| against an fp32 reference of the unquantized layer. On CUDA, times
+are triton.testing.do_bench medians over rotating input buffers (several copies of x and of the layer
+when they would fit in L2); on the CPU (tests) a plain median of wall-clock runs.
 """
 from __future__ import annotations
 
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time torchao (compiled) and comfy-kitchen when importable")
     p.add_argument("--block", action="store_true", help="also time a whole Wan 2.1-14B transformer block")
     p.add_argument("--block-tokens", type=int, default=32760, help="M of the --block run")
-    p.add_argument("--rep-ms", type=float, default=300.0, help="do_bench repetition time per timing (ms); each row times method and baseline PAIRED_ROUNDS times")
+    p.add_argument("--rep-ms", type=float, default=300.0,
+                   help="do_bench repetition time per timing (ms); a row times method and baseline PAIRED_ROUNDS times each")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     return p
@@ -149,7 +150,8 @@ def format_table(rows: list[Row]) -> str:
     """Markdown table of the rows (one header)."""
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for r in rows:
-        cells = (r.shape, r.method, r.kernel, _fmt(r.ms, ".3f"), _fmt(r.base_ms, ".3f"), _fmt(r.ratio, ".2f") + ("x" if r.ratio else ""),
+        cells = (r.shape, r.method, r.kernel, _fmt(r.ms, ".3f"), _fmt(r.base_ms, ".3f"),
+                 _fmt(r.ratio, ".2f") + ("x" if r.ratio else ""),
                  _fmt(r.tflops, ".0f"), _fmt(r.rel_err, ".2e"), _fmt(r.w_bytes, ".3f"), r.note)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

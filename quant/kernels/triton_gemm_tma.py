@@ -4,7 +4,8 @@ C[M, N] = (A[M, K] @ W[N, K]^T) * sa[M] * sw[N] + bias, A/W int8 or e4m3, both K
 per SM walks the output tiles in the grouped order of triton_tiles.tile_coords; tiles of A and W come
 in through TMA descriptors (host-built: sized by the autotuner's pre-hook on a shape's first call,
 then for the chosen config on direct launches) and C leaves through one as well, optionally in two
-halves (EPI_SPLIT) to leave shared memory to the pipeline. Used by triton_gemm.w8a8_gemm when `use_tma` says so; bench/sweep_tma.py measures it.
+halves (EPI_SPLIT) to leave shared memory to the pipeline. Used by triton_gemm.w8a8_gemm when
+`use_tma` says so; bench/sweep_tma.py measures it.
 """
 from __future__ import annotations
 
@@ -28,23 +29,33 @@ MIN_M = 4096  # below this, the tile count is too small for a persistent grid to
 MIN_KN = 128  # K and N at least one tile wide (what bench/check_kernels.py covered on the H100)
 
 
+def block_shapes(meta: dict) -> tuple[list[int], list[int], list[int]]:
+    """TMA box of A, W and C for a config (BLOCK_M/N/K, EPI_SPLIT): C is stored in halves when split."""
+    bm, bn, bk = meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"]
+    return [bm, bk], [bn, bk], [bm, bn // 2 if meta["EPI_SPLIT"] else bn]
+
+
+def descriptors(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, meta: dict) -> tuple:
+    """Host TMA descriptors of A [M, K], W [N, K] and C [M, N] (unit column stride) for a config."""
+    return tuple(TensorDescriptor(t, list(t.shape), [t.stride(0), 1], box)
+                 for t, box in zip((a, w, c), block_shapes(meta)))
+
+
 def _set_blocks(nargs):
     """Autotuner pre-hook: give the descriptors the block shapes of the config being run."""
-    bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
-    nargs["a_desc"].block_shape = [bm, bk]
-    nargs["b_desc"].block_shape = [bn, bk]
-    nargs["c_desc"].block_shape = [bm, bn // 2 if nargs["EPI_SPLIT"] else bn]
+    for name, box in zip(("a_desc", "b_desc", "c_desc"), block_shapes(nargs)):
+        nargs[name].block_shape = box
 
 
-def _cfg(bm, bn, stages, split, warps=8, group_m=8, ws=False):
+def _cfg(bm, bn, stages, split, group_m, ws):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 128, "GROUP_M": group_m,
                           "EPI_SPLIT": split, "WARP_SPEC": ws},
-                         num_warps=warps, num_stages=stages, pre_hook=_set_blocks)
+                         num_warps=8, num_stages=stages, pre_hook=_set_blocks)
 
 
 # The best configs of bench/sweep_tma.py on an H100 (int8 and fp8, Wan 14B and 1.3B shapes, M = 32760):
 # (BLOCK_M, BLOCK_N, stages, EPI_SPLIT, GROUP_M, WARP_SPEC); 8 warps each.
-CONFIGS = [_cfg(bm, bn, st, split, group_m=g, ws=ws) for bm, bn, st, split, g, ws in (
+CONFIGS = [_cfg(*c) for c in (
     (128, 256, 3, False, 16, False),
     (128, 256, 3, True, 16, False),
     (128, 256, 3, False, 8, False),
@@ -133,21 +144,19 @@ def w8a8_gemm_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.
     key = (m_bucket(m), n, k, a.dtype, c.dtype, None if bias is None else bias.dtype, a.device.index)
     hit = _BEST.get(key)
     if hit is None:
+        # boxes are placeholders: the autotuner's pre-hook (_set_blocks) sizes them for each config it runs
         descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [16, 16]) for t in (a, w, c)]
         consts = {"HAS_BIAS": has_bias, "IS_INT": w.dtype == torch.int8, "NUM_SMS": nsm}
-        _w8a8_tma_kernel[lambda meta: _grid(meta, m, n, nsm)](*descs, sa, sw, bias if has_bias else sw, m, n, k,
-                                                               m_bucket(m), **consts)
+        _w8a8_tma_kernel[lambda meta: grid(meta, m, n, nsm)](*descs, sa, sw, bias if has_bias else sw, m, n, k,
+                                                              m_bucket(m), **consts)
         cfg = _w8a8_tma_kernel.best_config
         _BEST[key] = ({**consts, **cfg.kwargs}, {o: v for o, v in cfg.all_kwargs().items() if o not in cfg.kwargs})
         return
     consts, options = hit
-    bm, bn, bk = consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"]
-    descs = (TensorDescriptor(a, [m, k], [a.stride(0), 1], [bm, bk]),
-             TensorDescriptor(w, [n, k], [w.stride(0), 1], [bn, bk]),
-             TensorDescriptor(c, [m, n], [c.stride(0), 1], [bm, bn // 2 if consts["EPI_SPLIT"] else bn]))
-    _DIRECT(_grid(consts, m, n, nsm), (*descs, sa, sw, bias if has_bias else sw, m, n, k, m_bucket(m)),
-            consts, options)
+    _DIRECT(grid(consts, m, n, nsm), (*descriptors(a, w, c, consts), sa, sw, bias if has_bias else sw, m, n, k,
+                                      m_bucket(m)), consts, options)
 
 
-def _grid(meta, m: int, n: int, nsm: int) -> tuple[int]:
+def grid(meta: dict, m: int, n: int, nsm: int) -> tuple[int]:
+    """Persistent grid: one program per SM, or per tile when there are fewer tiles."""
     return (min(nsm, ceil_div(m, meta["BLOCK_M"]) * ceil_div(n, meta["BLOCK_N"])),)

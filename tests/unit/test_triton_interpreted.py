@@ -59,12 +59,11 @@ SCRIPT = textwrap.dedent("""
         ref = (a.float() @ w.float().t()) * sa * sw.t() + bias.float()
         for bm, bn, split, g in ((128, 256, True, 8), (128, 128, False, 2), (256, 128, False, 16)):
             c = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
-            descs = [tma.TensorDescriptor(a, [m, k], [k, 1], [bm, 128]),
-                     tma.TensorDescriptor(w, [n, k], [k, 1], [bn, 128]),
-                     tma.TensorDescriptor(c, [m, n], [n, 1], [bm, bn // 2 if split else bn])]
-            tma._w8a8_tma_kernel.fn[(3,)](*descs, sa, sw, bias, m, n, k, m_bucket(m), HAS_BIAS=True,
-                                          IS_INT=dt == torch.int8, NUM_SMS=3, BLOCK_M=bm, BLOCK_N=bn,
-                                          BLOCK_K=128, GROUP_M=g, EPI_SPLIT=split, WARP_SPEC=False)
+            meta = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 128, "GROUP_M": g, "EPI_SPLIT": split,
+                    "WARP_SPEC": False}
+            tma._w8a8_tma_kernel.fn[tma.grid(meta, m, n, 3)](*tma.descriptors(a, w, c, meta), sa, sw, bias, m, n, k,
+                                                              m_bucket(m), HAS_BIAS=True, IS_INT=dt == torch.int8,
+                                                              NUM_SMS=3, **meta)
             assert not torch.isnan(c.float()).any(), (dt, bm, bn)
             err = ((c.float() - ref).norm() / ref.norm()).item()
             assert err < 5e-3, (dt, bm, bn, split, g, err)
