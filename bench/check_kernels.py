@@ -79,7 +79,8 @@ def check_direct_launch():
             for x in (buf[:64], buf.view(-1)[1:64 * k + 1].view(64, k), buf[:64]):
                 got, want = triton_quant.quantize(x, fmt), f.quantize_activation(x)
                 same = (got.data.view(torch.uint8) == want.data.view(torch.uint8)).float().mean().item()
-                check(same > 0.9995, f"direct launch {fmt} 64x{k} ptr%16={x.data_ptr() % 16}: identical codes {same:.6f}")
+                check(same > 0.9995,
+                      f"direct launch {fmt} 64x{k} ptr%16={x.data_ptr() % 16}: identical codes {same:.6f}")
 
 
 def check_microscale():

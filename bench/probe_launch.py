@@ -106,7 +106,8 @@ def main():
             base_call = rotating([lambda x=x, l=l: F.linear(x, l.weight, l.bias) for x, l in zip(xs, lins)])
             b2b = back_to_back_us(base_call)
             print(f"\nM={m} K=N=4096 (rotating {r}) | bf16 F.linear {base:.4f} ms | cpu "
-                  f"{cpu_us(lambda: F.linear(xs[0], lin.weight, lin.bias)):.1f} us/call | back-to-back {b2b:.1f} us/call")
+                  f"{cpu_us(lambda: F.linear(xs[0], lin.weight, lin.bias)):.1f} us/call | "
+                  f"back-to-back {b2b:.1f} us/call")
             x = xs[0]
             q = torch.empty(m, k, device="cuda", dtype=torch.float8_e4m3fn)
             s = torch.empty(m, 1, device="cuda")
@@ -121,7 +122,8 @@ def main():
                 call = rotating([lambda x=x, q_=q_: q_(x) for x, q_ in zip(xs, qs)])
                 ms = t(call)
                 q2b = back_to_back_us(call)
-                print(f"   {fmt}-{kern}: {ms:.4f} ms, {base / ms:.2f}x bf16, cpu {cpu_us(lambda: qs[0](x)):.1f} us/call, "
+                print(f"   {fmt}-{kern}: {ms:.4f} ms, {base / ms:.2f}x bf16, "
+                      f"cpu {cpu_us(lambda: qs[0](x)):.1f} us/call, "
                       f"back-to-back {q2b:.1f} us/call ({b2b / q2b:.2f}x bf16)", flush=True)
             if m == 512:
                 pieces(x, lin)

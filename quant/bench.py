@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", action="store_true", help="also time a whole Wan 2.1-14B transformer block")
     p.add_argument("--block-tokens", type=int, default=32760, help="M of the --block run")
     p.add_argument("--rep-ms", type=float, default=300.0,
-                   help="do_bench repetition time per timing (ms); a row times method and baseline PAIRED_ROUNDS times each")
+                   help="do_bench repetition time per timing (ms); a row times method and baseline "
+                        "PAIRED_ROUNDS times each")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     return p
