@@ -2,8 +2,7 @@
 
 int8 (sm80+) and fp8 (sm89+): activation quantized per token by kernels.triton_quant, then one GEMM
 with the per-token x per-channel scales, bias and output cast in its epilogue (a persistent TMA GEMM
-for M >= 4096 on sm90+, kernels.triton_gemm_tma); up to FUSED_TOKEN_MAX_M tokens, one launch that
-quantizes inside the GEMM (same codes). fp8 block-128 (sm89+):
+for M >= 4096 on sm90+, kernels.triton_gemm_tma). fp8 block-128 (sm89+):
 per-(1x128) x per-(128x128) scales applied in the main loop; the activation quantized by the one-pass
 Triton quantizer, or (FUSED_BLOCK128_QUANT) per 1x128 tile inside the GEMM's main loop.
 
@@ -26,9 +25,6 @@ _MIN_CC = {"int8": (8, 0), "fp8": (8, 9), "fp8_block128": (8, 9)}
 # Measured on an H100 (bench/NOTES.md): the fused variant runs at half the speed of the separate one
 # (the in-register quantized A tile has to go back through shared memory for wgmma), so off by default.
 FUSED_BLOCK128_QUANT = False
-# int8 / fp8 per token with at most this many tokens: one launch that quantizes the activation inside
-# the GEMM (small M is bound by the CPU's launch cost, bench/NOTES.md v7); 0 turns it off.
-FUSED_TOKEN_MAX_M = 1024
 
 
 def probe(fmt: str, device: torch.device) -> Availability:
@@ -49,8 +45,6 @@ def _w8a8_linear(x: Tensor, w: Tensor, w_scale: Tensor, bias: Optional[Tensor], 
     triton_gemm, quantize = _MODS
     if fmt == "fp8_block128" and FUSED_BLOCK128_QUANT:
         return triton_gemm.w8a8_gemm(x, None, w, w_scale, bias, x.dtype, grouped=True, a_fused=True)
-    if fmt != "fp8_block128" and x.shape[0] <= FUSED_TOKEN_MAX_M:
-        return triton_gemm.w8a8_gemm(x, None, w, w_scale, bias, x.dtype, grouped=False, a_fused=True)
     xq = quantize(x, fmt)
     return triton_gemm.w8a8_gemm(xq.data, xq.scale, w, w_scale, bias, x.dtype, grouped=fmt == "fp8_block128")
 

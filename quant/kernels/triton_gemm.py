@@ -3,10 +3,8 @@
 C[M, N] = (A[M, K] @ W[N, K]^T) * scales + bias, cast to the output dtype, with
 - per token x per channel (int8, fp8): int32 / fp32 accumulation, scales, bias and cast in the epilogue;
 - block-128 (fp8_block128): per (1x128) activation and per (128x128) weight scales applied in the
-  main loop (BLOCK_K == 128).
-The activation either comes pre-quantized (q + its scales) or, with A_FUSED, as bf16/fp16/fp32 and is
-quantized in registers with the quantizer's own math (triton_quant.to_q): per 1x128 tile (block-128), or
-per token after a first pass over the program's rows for their absmax (one launch for small M).
+  main loop (BLOCK_K == 128); the activation either comes pre-quantized (q + column-major scales)
+  or as bf16/fp16/fp32 and is quantized per 1x128 tile in registers (A_FUSED): no separate pass.
 
 Autotuned per (M bucket, N, K, mode) over a short config list checked on an H100 (bench/NOTES.md); after
 a key's first call the compiled kernel is launched directly (kernels.triton_launch). Per-token x
@@ -19,10 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..formats.base import E4M3_MAX, INT8_MAX, TINY, ceil_div
+from ..formats.base import E4M3_MAX, TINY, ceil_div
 from . import triton_gemm_tma as tma
 from .triton_launch import DirectLauncher
-from .triton_quant import to_q
 from .triton_tiles import m_bucket, tile_coords
 
 BLOCK = 128
@@ -87,15 +84,6 @@ def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKE
     a_ptrs = a_ptr + rm[:, None].to(tl.int64) * stride_am + offs_k[None, :]
     b_ptrs = b_ptr + rn[None, :].to(tl.int64) * stride_bn + offs_k[:, None]
 
-    if A_FUSED and not GROUPED:  # per-token scale: the absmax of each whole row first (re-read from L2)
-        amax = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        for kt in range(0, tl.cdiv(K, BLOCK_K)):
-            if EVEN_K:
-                a = tl.load(a_ptrs + kt * BLOCK_K)
-            else:
-                a = tl.load(a_ptrs + kt * BLOCK_K, mask=(offs_k < K - kt * BLOCK_K)[None, :], other=0.0)
-            amax = tl.maximum(amax, tl.max(tl.abs(a.to(tl.float32)), axis=1))
-        sa_tok = tl.maximum(amax, TINY_) / QMAX
     if IS_INT:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     else:
@@ -109,10 +97,12 @@ def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKE
             a = tl.load(a_ptrs, mask=kmask[None, :], other=0.0)
             b = tl.load(b_ptrs, mask=kmask[:, None], other=0.0)
         if GROUPED:
-            if A_FUSED:  # quantize this 1x128 tile of each row in registers (the quantizer's math)
+            if A_FUSED:  # quantize this 1x128 tile of each row in registers (same math as the format)
                 af = a.to(tl.float32)
-                sa = tl.maximum(tl.max(tl.abs(af), axis=1), TINY_) / QMAX
-                part = tl.dot(to_q(af, sa[:, None], QMAX, False).to(b.dtype), b)
+                amax = tl.maximum(tl.max(tl.abs(af), axis=1), TINY_)
+                sa = amax / QMAX
+                aq = tl.minimum(tl.maximum(af * (QMAX / amax)[:, None], -QMAX), QMAX)
+                part = tl.dot(aq.to(b.dtype), b)
             else:
                 sa = tl.load(sa_ptr + rm * stride_sam + kt * stride_sak)
                 part = tl.dot(a, b)
@@ -123,8 +113,6 @@ def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKE
                 sb = tl.load(sb_ptr + (rn // BLOCK_K) * stride_sbn + kt * stride_sbk)
                 acc += part * (sa[:, None] * sb[None, :])
         else:
-            if A_FUSED:  # this tile of each row in the row's per-token codes (the quantizer's math)
-                a = to_q(a.to(tl.float32), sa_tok[:, None], QMAX, IS_INT).to(b.dtype)
             acc = tl.dot(a, b, acc, out_dtype=acc.dtype)
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
@@ -132,10 +120,7 @@ def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKE
     if GROUPED:
         out = acc
     else:
-        if A_FUSED:
-            sa = sa_tok
-        else:
-            sa = tl.load(sa_ptr + rm * stride_sam)
+        sa = tl.load(sa_ptr + rm * stride_sam)
         sb = tl.load(sb_ptr + rn * stride_sbn)
         out = acc.to(tl.float32) * sa[:, None] * sb[None, :]
     if HAS_BIAS:
@@ -157,7 +142,7 @@ def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor | None, w: torch.Tensor, sw: tor
     """The one launcher.
 
     a: [M, K] int8/e4m3 (quantized; sa its scales: [M, 1] per token or [M, K/128]) or, with a_fused,
-    the float activation (sa None), quantized inside the GEMM per token or per 1x128 block (grouped). w: [N, K] int8/e4m3; sw: [N, 1] per channel or [ceil(N/128), K/128].
+    the float activation (sa None). w: [N, K] int8/e4m3; sw: [N, 1] per channel or [ceil(N/128), K/128].
     """
     m, k = a.shape
     n = w.shape[0]
@@ -184,7 +169,7 @@ def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor | None, w: torch.Tensor, sw: tor
     hit = _BEST.get(key)
     if hit is None:
         consts = {"HAS_BIAS": has_bias, "IS_INT": is_int, "GROUPED": grouped, "A_FUSED": a_fused,
-                  "EVEN_K": k % BLOCK == 0, "QMAX": INT8_MAX if is_int else E4M3_MAX, "TINY_": TINY}
+                  "EVEN_K": k % BLOCK == 0, "QMAX": E4M3_MAX, "TINY_": TINY}
         _w8a8_kernel[lambda meta: _grid(meta, m, n)](*args, **consts)
         cfg = _w8a8_kernel.best_config
         _BEST[key] = ({**consts, **cfg.kwargs}, {o: v for o, v in cfg.all_kwargs().items() if o not in cfg.kwargs})

@@ -18,6 +18,7 @@ from ..formats.base import E4M3_MAX, INT8_MAX, TINY, QTensor, ceil_div
 try:  # Triton is optional: CPU-only installs fall back to plain torch.
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
 
     from .triton_launch import DirectLauncher
     from .triton_tiles import next_pow2
@@ -43,21 +44,18 @@ def available() -> bool:
 
 
 if triton is not None:
-    _RNE_MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2^23: (y + it) - it rounds fp32 y to an integer, ties to even
 
     @triton.jit
-    def to_q(x, scale, QMAX: tl.constexpr, IS_INT: tl.constexpr):
-        """fp32 values -> quantized values (still fp32): x * (1 / scale), clamp, round half to even (int8).
+    def _to_q(x, scale, QMAX: tl.constexpr, IS_INT: tl.constexpr):
+        """fp32 values -> quantized values (still fp32): x * (1 / scale), rint (int8), clamp.
 
         The reference divides by the scale; multiplying by the correctly rounded reciprocal differs
         only when x / scale lies within an ulp of a rounding boundary (checked: > 99.99% identical codes).
-        Rounding adds and subtracts 1.5 * 2^23 (exact RNE for |y| < 2^22; the clamp keeps the add from
-        fusing with the multiply): plain fp32 arithmetic, so Triton's CPU interpreter runs it too.
         """
-        y = tl.minimum(tl.maximum(x * tl.math.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale), -QMAX), QMAX)
+        y = x * tl.math.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale)
         if IS_INT:
-            y = (y + _RNE_MAGIC) - _RNE_MAGIC
-        return y
+            y = libdevice.rint(y)
+        return tl.minimum(tl.maximum(y, -QMAX), QMAX)
 
     @triton.jit
     def _quant_token_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_qm,
@@ -74,7 +72,7 @@ if triton is not None:
             mask = rmask[:, None] & (offs < K)[None, :]
             x = tl.load(xrow + offs[None, :], mask=mask, other=0.0).to(tl.float32)
             scale = tl.maximum(tl.max(tl.abs(x), axis=1), TINY_) / QMAX
-            q = to_q(x, scale[:, None], QMAX, IS_INT)
+            q = _to_q(x, scale[:, None], QMAX, IS_INT)
             tl.store(qrow + offs[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
         else:  # very long rows: absmax pass, then quantize pass (second read mostly from L2)
             acc = tl.zeros((ROWS, BLOCK_K), dtype=tl.float32)
@@ -86,7 +84,7 @@ if triton is not None:
             for k0 in range(0, K, BLOCK_K):
                 mask = rmask[:, None] & ((k0 + offs) < K)[None, :]
                 x = tl.load(xrow + k0 + offs[None, :], mask=mask, other=0.0).to(tl.float32)
-                q = to_q(x, scale[:, None], QMAX, IS_INT)
+                q = _to_q(x, scale[:, None], QMAX, IS_INT)
                 tl.store(qrow + k0 + offs[None, :], q.to(q_ptr.dtype.element_ty), mask=mask)
         tl.store(s_ptr + rows64, scale, mask=rmask)
 
@@ -106,7 +104,7 @@ if triton is not None:
             mask = gmask[:, None]
             x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
             scale = tl.maximum(tl.max(tl.abs(x), axis=1), TINY_) / QMAX
-            q = to_q(x, scale[:, None], QMAX, False)
+            q = _to_q(x, scale[:, None], QMAX, False)
             tl.store(q_ptr + row * stride_qm + offs, q.to(q_ptr.dtype.element_ty), mask=mask)
             tl.store(s_ptr + row * stride_sm + gg * stride_sg, scale, mask=gmask)
 
