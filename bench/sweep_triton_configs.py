@@ -1,11 +1,13 @@
 """Sweep launch configs of the Triton W8A8 GEMM (kernels.triton_gemm._w8a8_kernel) on the GPU.
 
-    python bench/sweep_triton_configs.py [--out PATH.json] [--jobs 14] [--top 5]
+    python bench/sweep_triton_configs.py [--out PATH.json] [--jobs 14] [--top 5] [--shapes wan14b|small]
 
 GEMM alone on pre-quantized inputs (int8 / e4m3 A [M, K], W [N, K], per-token x per-channel fp32
-scales, bf16 bias, bf16 out) at the Wan 2.1-14B shapes (M = 32760), timed with
-triton.testing.do_bench (median). Space: BLOCK_M, BLOCK_N in {128, 256}, BLOCK_K in {64, 128}
-(+256 for int8), num_warps {4, 8}, num_stages {3, 4, 5}, GROUP_M {8, 16}; skipped: shared-memory
+scales, bf16 bias, bf16 out) at the Wan 2.1-14B shapes (M = 32760) or small-M ones (text encoders,
+M = 77..2048), timed with triton.testing.do_bench (median); the activation quantizer and (fp8) cuBLAS'
+rowwise GEMM are timed beside them. Space (wan14b): BLOCK_M, BLOCK_N in {128, 256}, BLOCK_K in {64, 128}
+(+256 for int8), num_warps {4, 8}, num_stages {3, 4, 5}, GROUP_M {8, 16}; (small): BLOCK_M {32, 64, 128},
+BLOCK_N {64, 128, 256}, BLOCK_K {128, 256}, num_warps {4, 8}, num_stages 3-6, GROUP_M 8; skipped: shared-memory
 pipelines over 227 KiB ((BM + BN) * BK * stages bytes) and tiles whose accumulator alone needs more
 than 128 registers a thread (BM * BN / (32 * warps) > 128: 256x256 at any warps, 128x256 / 256x128
 at 4 warps; they spill). The kernel already accumulates int8 with tl.dot(..., out_dtype=tl.int32),
@@ -26,14 +28,23 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-SHAPES = [(32760, 5120, 5120), (32760, 5120, 13824), (32760, 13824, 5120)]  # (M, K, N)
+SHAPES = {  # (M, K, N)
+    "wan14b": [(32760, 5120, 5120), (32760, 5120, 13824), (32760, 13824, 5120)],
+    # text encoders and short batches: T5-XXL (512 tokens), CLIP ViT-H (257), the issue's 512 x 4096^2
+    "small": [(77, 4096, 4096), (257, 4096, 4096), (512, 4096, 4096), (1024, 4096, 4096), (2048, 4096, 4096),
+              (512, 4096, 10240), (512, 10240, 4096), (257, 1280, 5120), (257, 5120, 1280)],
+}
 SMEM_LIMIT = 227 * 1024
 
 
-def space(is_int):
+def space(is_int, small=False):
+    """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages, GROUP_M) within shared memory and registers."""
     out = []
-    bks = (64, 128, 256) if is_int else (64, 128)
-    for bm, bn, bk, w, s, g in itertools.product((128, 256), (128, 256), bks, (4, 8), (3, 4, 5), (8, 16)):
+    if small:
+        grid = ((32, 64, 128), (64, 128, 256), (128, 256), (4, 8), (3, 4, 5, 6), (8,))
+    else:
+        grid = ((128, 256), (128, 256), (64, 128, 256) if is_int else (64, 128), (4, 8), (3, 4, 5), (8, 16))
+    for bm, bn, bk, w, s, g in itertools.product(*grid):
         if (bm + bn) * bk * s > SMEM_LIMIT:
             continue
         if bm * bn // (32 * w) > 128:
@@ -89,10 +100,10 @@ def run_cfg(a, w, sa, sw, bias, c, cfg, is_int, warmup_only=False):
 
 def _compile_worker(job):
     """Compile (is_int, cfg) for every shape's integer specialisation; small tensors (nothing runs)."""
-    is_int, cfg = job
+    is_int, cfg, shapes = job
     try:
         torch.cuda.init()
-        for m, k, n in SHAPES:
+        for m, k, n in shapes:
             dt = torch.int8 if is_int else torch.float8_e4m3fn
             # tiny buffers with the real integer arguments (strides passed explicitly below)
             a = torch.zeros(16, k, device="cuda", dtype=torch.int8).view(dt)
@@ -133,14 +144,17 @@ def main():
     p.add_argument("--jobs", type=int, default=14)
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--dtypes", nargs="+", default=["int8", "fp8"])
+    p.add_argument("--shapes", default="wan14b", choices=sorted(SHAPES))
     args = p.parse_args()
+    shapes, small = tuple(SHAPES[args.shapes]), args.shapes == "small"
     import triton
     import triton.testing as tt
     from quant.kernels import triton_gemm as tg
+    from quant.kernels import triton_quant
 
     t0 = time.time()
-    jobs = [(d == "int8", cfg) for d in args.dtypes for cfg in space(d == "int8")]
-    counts = ", ".join("%s: %d" % (d, len(space(d == "int8"))) for d in args.dtypes)
+    jobs = [(d == "int8", cfg, shapes) for d in args.dtypes for cfg in space(d == "int8", small)]
+    counts = ", ".join("%s: %d" % (d, len(space(d == "int8", small))) for d in args.dtypes)
     print(f"{len(jobs)} configs to compile ({counts})", flush=True)
     failed = {}
     ctx = mp.get_context("spawn")
@@ -155,7 +169,7 @@ def main():
     results = {}
     for d in args.dtypes:
         is_int = d == "int8"
-        for (m, k, n) in SHAPES:
+        for (m, k, n) in shapes:
             a, w, sa, sw, bias = make_inputs(m, k, n, is_int)
             c = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
             flops = 2.0 * m * n * k
@@ -170,9 +184,16 @@ def main():
             wb = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
             bf16_ms = tt.do_bench(lambda: torch.nn.functional.linear(xb, wb, bias), warmup=10, rep=60, quantiles=[0.5])
             bf16_ms = bf16_ms[0] if isinstance(bf16_ms, (list, tuple)) else bf16_ms
+            quant_ms = tt.do_bench(lambda: triton_quant.quantize(xb, d), warmup=10, rep=60, return_mode="median")
+            cublas = ""
+            if not is_int:
+                cublas_ms = tt.do_bench(lambda: torch._scaled_mm(a, w.t(), scale_a=sa, scale_b=sw.t(), bias=bias,
+                                                                 out_dtype=torch.bfloat16, use_fast_accum=True),
+                                        warmup=10, rep=60, return_mode="median")
+                cublas = f"; cuBLAS fp8 rowwise GEMM alone {cublas_ms:.4f} ms"
             rows = []
-            for cfg in space(is_int):
-                if (is_int, cfg) in failed:
+            for cfg in space(is_int, small):
+                if (is_int, cfg, shapes) in failed:
                     continue
                 try:
                     ms = tt.do_bench(lambda: run_cfg(a, w, sa, sw, bias, c, cfg, is_int), warmup=10, rep=40,
@@ -203,7 +224,8 @@ def main():
                             "all": [(ms, list(cfg)) for ms, cfg in rows]}
             print(f"\n== {key} (M x K x N): bf16 {bf16_ms:.3f} ms ({flops / bf16_ms / 1e9:.0f} TFLOP/s); "
                   f"current autotune {base_cfg} {base_ms:.3f} ms ({flops / base_ms / 1e9:.0f} TFLOP/s, "
-                  f"{bf16_ms / base_ms:.2f}x bf16, rel err {base_err:.2e}); {len(rows)} configs timed", flush=True)
+                  f"{bf16_ms / base_ms:.2f}x bf16, rel err {base_err:.2e}); {len(rows)} configs timed; "
+                  f"activation quantizer {quant_ms:.4f} ms{cublas}", flush=True)
             print("| BM | BN | BK | warps | stages | GROUP_M | ms | TFLOP/s | x bf16 | x current | rel err |")
             print("|---|---|---|---|---|---|---|---|---|---|---|")
             for t in top:

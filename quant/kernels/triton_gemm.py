@@ -6,7 +6,7 @@ C[M, N] = (A[M, K] @ W[N, K]^T) * scales + bias, cast to the output dtype, with
   main loop (BLOCK_K == 128); the activation either comes pre-quantized (q + column-major scales)
   or as bf16/fp16/fp32 and is quantized per 1x128 tile in registers (A_FUSED): no separate pass.
 
-Autotuned per (M bucket, N, K, mode) over a short config list checked on an H100 (bench/NOTES.md); after
+Autotuned per (M bucket, N, K, mode) over short config lists checked on an H100 (bench/NOTES.md); after
 a key's first call the compiled kernel is launched directly (kernels.triton_launch). Per-token x
 per-channel calls with M >= 4096 on sm90+ go to the persistent TMA kernel (kernels.triton_gemm_tma).
 Nothing here runs on import; the module needs Triton importable (see kernels.triton for the guard).
@@ -25,13 +25,13 @@ from .triton_tiles import m_bucket, tile_coords
 BLOCK = 128
 
 
-def _cfg(bm, bn, warps, stages, group_m=8):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": BLOCK, "GROUP_M": group_m},
+def _cfg(bm, bn, warps, stages, group_m=8, bk=BLOCK):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
                          num_warps=warps, num_stages=stages)
 
 
-# Large M (DiT tokens): wide tiles; small M (text encoders, M <= 1024): narrower ones to fill 132 SMs.
-CONFIGS = [
+# Large M (DiT tokens) and every block-128 call: wide tiles, BLOCK_K = 128 (the block size).
+LARGE = [
     _cfg(128, 256, 8, 3),
     _cfg(128, 256, 8, 4),  # config sweep (bench/sweep_triton_configs.py): fp8 +4-9% at the 14B shapes
     _cfg(256, 128, 8, 3),
@@ -42,28 +42,40 @@ CONFIGS = [
     _cfg(128, 128, 8, 3),
     _cfg(128, 64, 4, 4),
 ]
+# Per token x per channel with M <= SMALL_MAX_M (text encoders, short batches): the configs that cover
+# every shape of a 98-config sweep at M = 77..2048 within 4% of its best (bench/NOTES.md v7).
+SMALL_MAX_M = 2048
+SMALL = [
+    _cfg(128, 128, 4, 5), _cfg(128, 128, 8, 5), _cfg(128, 128, 4, 3), _cfg(128, 128, 4, 6), _cfg(64, 128, 4, 4),
+    _cfg(64, 64, 8, 6, bk=256), _cfg(64, 64, 4, 6, bk=256), _cfg(64, 64, 8, 5, bk=256), _cfg(128, 256, 8, 4),
+]
+_SMALL_IDS = {id(c) for c in SMALL}
+CONFIGS = LARGE + SMALL
 
 
 def _prune(configs, named_args, **kw):
-    """Drop tiles that cannot fit (fused bf16 A tiles are twice as big) or are far too large for M."""
-    m = named_args["M"]
+    """The list for this call's M and mode, less tiles that cannot fit (fused bf16 A tiles are twice as
+    big), overrun K (BLOCK_K 256 with K % 256 != 0 but EVEN_K) or are far too large for M."""
+    m = named_args["M_BUCKET"]
     fused = kw.get("A_FUSED", False)
     grouped = kw.get("GROUPED", False)
+    small = not grouped and m <= SMALL_MAX_M
     a_bytes = 2 if fused else 1
     out = []
     for c in configs:
-        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
-        smem = (bm * a_bytes + bn) * BLOCK * c.num_stages
-        if smem > 200 * 1024:
+        bm, bn, bk = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]
+        if (id(c) in _SMALL_IDS) != small or (bm * a_bytes + bn) * bk * c.num_stages > 200 * 1024:
+            continue
+        if bk != BLOCK and (grouped or kw.get("EVEN_K") and named_args["K"] % bk):
             continue
         if (m <= 1024 or grouped) and bm * bn > 128 * 128:  # grouped: acc + per-tile product in registers
             continue
-        if not grouped and (bm, bn, c.num_stages) in ((128, 128, 3), (128, 64, 4)):
+        if not small and not grouped and (bm, bn, c.num_stages) in ((128, 128, 3), (128, 64, 4)):
             continue
         if m > 4096 and bm < 128:
             continue
         out.append(c)
-    return out or configs[-1:]
+    return out or [LARGE[-1]]
 
 
 @triton.autotune(configs=CONFIGS, key=["M_BUCKET", "N", "K", "IS_INT", "GROUPED", "A_FUSED"],

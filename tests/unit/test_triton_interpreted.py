@@ -4,7 +4,8 @@
   column, ragged row/column masks, bit-exact against the formats' torch code;
 - the persistent TMA W8A8 GEMM (kernels.triton_gemm_tma): fewer programs than tiles (the persistent
   loop), ragged M and N edges, split and whole epilogues, int8 and e4m3;
-- the plain W8A8 GEMM (kernels.triton_gemm): int8 per channel and fp8 block-128 (pre-quantized A), ragged
+- the plain W8A8 GEMM (kernels.triton_gemm): int8 per channel (BLOCK_K 128 and 256, the small-M
+  configs' width, over a K that needs the masked loop) and fp8 block-128 (pre-quantized A), ragged
   edges, grouped tile order;
 GEMM outputs are poisoned with NaN first and compared with a tolerance (the interpreter rounds fp32 ->
 bf16 by truncation).
@@ -86,12 +87,14 @@ SCRIPT = textwrap.dedent("""
         args = (xq.data, wq.data, c, sa, sw, bias, m, n, k, m_bucket(m), k, k, n, sa.stride(0),
                 sa.stride(1) if sa.dim() > 1 else 0, sw.stride(0), sw.stride(1) if sw.dim() > 1 else 0)
         grid = (((m + 63) // 64) * ((n + 127) // 128),)
-        tg._w8a8_kernel.fn[grid](*args, HAS_BIAS=True, IS_INT=fmt == "int8", GROUPED=fmt != "int8", A_FUSED=False,
-                                 EVEN_K=True, QMAX=E4M3_MAX, TINY_=TINY, BLOCK_M=64, BLOCK_N=128, BLOCK_K=128,
-                                 GROUP_M=2)
-        assert not torch.isnan(c.float()).any(), fmt
-        err = ((c.float() - ref).norm() / ref.norm()).item()
-        assert err < 5e-3, (fmt, err)
+        for bk in (128, 256) if fmt == "int8" else (128,):  # 256: K = 384 runs the masked (ragged) loop
+            c.fill_(float("nan"))
+            tg._w8a8_kernel.fn[grid](*args, HAS_BIAS=True, IS_INT=fmt == "int8", GROUPED=fmt != "int8",
+                                     A_FUSED=False, EVEN_K=k % bk == 0, QMAX=E4M3_MAX, TINY_=TINY, BLOCK_M=64,
+                                     BLOCK_N=128, BLOCK_K=bk, GROUP_M=2)
+            assert not torch.isnan(c.float()).any(), (fmt, bk)
+            err = ((c.float() - ref).norm() / ref.norm()).item()
+            assert err < 5e-3, (fmt, bk, err)
     print("interpreted plain gemm ok")
 """)
 

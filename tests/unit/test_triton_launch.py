@@ -216,3 +216,30 @@ def test_tma_path_needs_k_and_n_of_a_tile(monkeypatch):
         a, w = torch.zeros(m, k, dtype=torch.int8), torch.zeros(n, k, dtype=torch.int8)
         got = tma.use_tma(a, torch.ones(m, 1), w, torch.ones(n, 1), torch.empty(m, n, dtype=torch.bfloat16))
         assert got == want, (k, n)
+
+
+def _pruned(m, k, grouped=False, fused=False):
+    from quant.kernels import triton_gemm as tg
+
+    nargs = {"M": m, "M_BUCKET": triton_tiles.m_bucket(m), "K": k}
+    cfgs = tg._prune(tg.CONFIGS, nargs, GROUPED=grouped, A_FUSED=fused, EVEN_K=k % 128 == 0)
+    return tg, [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in cfgs], cfgs
+
+
+def test_small_m_autotunes_over_the_small_list_only():
+    tg, tiles, cfgs = _pruned(512, 4096)
+    assert cfgs and all(c in tg.SMALL for c in cfgs)
+    assert (64, 64, 256) in tiles and all(bm * bn <= 128 * 128 for bm, bn, _ in tiles)
+    tg, tiles, cfgs = _pruned(2048, 4096)  # the bucket edge: still small; wide tiles allowed above 1024
+    assert all(c in tg.SMALL for c in cfgs) and (128, 256, 128) in tiles
+    tg, tiles, cfgs = _pruned(2049, 4096)
+    assert cfgs and all(c in tg.LARGE for c in cfgs)
+
+
+def test_block_k_256_only_where_it_divides_k_and_never_for_block128():
+    _, tiles, _ = _pruned(512, 4224)  # K % 128 == 0 (EVEN_K) but K % 256 != 0: a 256 tile would overrun
+    assert tiles and all(bk == 128 for *_, bk in tiles)
+    _, tiles, _ = _pruned(512, 4100)  # ragged K: masked loads, any BLOCK_K
+    assert any(bk == 256 for *_, bk in tiles)
+    tg, tiles, cfgs = _pruned(512, 4096, grouped=True)  # block-128: one weight block per k-tile
+    assert cfgs and all(c in tg.LARGE for c in cfgs) and all(bk == 128 for *_, bk in tiles)
