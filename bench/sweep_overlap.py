@@ -24,10 +24,15 @@ SHAPES = {"wan1.3b": [(32760, 1536, 1536), (32760, 1536, 8960), (32760, 8960, 15
 
 
 def space():
-    """meta dicts: (BLOCK_N, GROUP_M, LOOKAHEAD, stages) with BLOCK_M = BLOCK_K = QBLOCK_K = 128, 8 warps."""
-    return [dict(BLOCK_M=128, BLOCK_N=bn, BLOCK_K=128, QBLOCK_K=128, GROUP_M=g, LOOKAHEAD=la, num_warps=8,
-                 num_stages=st)
-            for bn, g, la, st in itertools.product((128, 256), (8, 16), (1, 2, 4), (3, 4))]
+    """(meta, programs per SM): 128x256 tiles, 8 warps, one program per SM; 128x128 tiles, 4 warps, two per SM
+    (one program's memory-bound Q items can then overlap the other's wgmma on the same SM)."""
+    out = []
+    for g, la in itertools.product((8, 16), (2, 4)):
+        out += [(dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, QBLOCK_K=128, GROUP_M=g, LOOKAHEAD=la, num_warps=8,
+                      num_stages=4), 1)]
+        out += [(dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, QBLOCK_K=qk, GROUP_M=g, LOOKAHEAD=la, num_warps=4,
+                      num_stages=st), 2) for st, qk in ((3, 64), (2, 64), (2, 128))]
+    return out
 
 
 def _compile(job):
@@ -40,11 +45,15 @@ def _compile(job):
             w = torch.zeros(n, k, device="cuda", dtype=torch.int8).view(dt)
             sw = torch.ones(n, 1, device="cuda")
             b = torch.zeros(n, device="cuda", dtype=torch.bfloat16)
-            ov.launch(x, w, sw, b, space()[i], 4)
+            ov.launch(x, w, sw, b, space()[i][0], 4)
         torch.cuda.synchronize()
-        return job, None
+        try:  # shared memory and registers of what was compiled: do two programs fit on one SM?
+            cache = next(iter(ov._w8a8_overlap_kernel.device_caches.values()))[0]
+            return job, None, [(kk.metadata.shared, kk.n_regs) for kk in cache.values()]
+        except Exception:  # noqa: BLE001
+            return job, None, []
     except Exception as e:  # noqa: BLE001
-        return job, f"{type(e).__name__}: {str(e)[:200]}"
+        return job, f"{type(e).__name__}: {str(e)[:200]}", []
 
 
 def main():
@@ -65,7 +74,9 @@ def main():
     jobs = [(i, is_int, tuple(shapes)) for is_int in (True, False) for i in range(len(cfgs))]
     failed = set()
     with mp.get_context("spawn").Pool(a.jobs) as pool:
-        for job, err in pool.imap_unordered(_compile, jobs):
+        for job, err, res in pool.imap_unordered(_compile, jobs):
+            if not job[1]:
+                print("compiled", cfgs[job[0]], "(shared bytes, registers/thread):", res, flush=True)
             if err:
                 failed.add(job[:2])
                 print("compile/run fail", cfgs[job[0]], job[1], err, flush=True)
@@ -94,14 +105,14 @@ def main():
             base = t(lambda: torch.nn.functional.linear(x, wf, bias))
             cur = t(current)
             rows = []
-            for i, meta in enumerate(cfgs):
+            for i, (meta, per_sm) in enumerate(cfgs):
                 if (i, fmt == "int8") in failed:
                     continue
                 try:
-                    y = ov.launch(x, wq.data, sw, bias, meta, nsm).float()
+                    y = ov.launch(x, wq.data, sw, bias, meta, per_sm * nsm).float()
                     d = ((y - ref).norm() / ref.norm()).item()
                     same = torch.equal(y, ref)
-                    ms = t(lambda: ov.launch(x, wq.data, sw, bias, meta, nsm))
+                    ms = t(lambda: ov.launch(x, wq.data, sw, bias, meta, per_sm * nsm))
                 except Exception as e:  # noqa: BLE001
                     print("run fail", meta, type(e).__name__, str(e)[:160], flush=True)
                     continue
@@ -110,8 +121,9 @@ def main():
             print(f"\n== {fmt} {m}x{k}x{n}: bf16 {base:.3f} ms; current (quantizer + GEMM) {cur:.3f} ms = "
                   f"{base / cur:.2f}x bf16; {len(rows)} configs", flush=True)
             for ms, i, d, same in rows[: a.top]:
-                c = cfgs[i]
-                print(f"   BN {c['BLOCK_N']} GROUP_M {c['GROUP_M']} LOOKAHEAD {c['LOOKAHEAD']} stages {c['num_stages']}: "
+                c, per_sm = cfgs[i]
+                print(f"   BN {c['BLOCK_N']} QBK {c['QBLOCK_K']} warps {c['num_warps']} GROUP_M {c['GROUP_M']} "
+                      f"LOOKAHEAD {c['LOOKAHEAD']} stages {c['num_stages']} x{per_sm}/SM: "
                       f"{ms:.3f} ms = {base / ms:.2f}x bf16, {cur / ms:.3f}x current; vs current: rel diff {d:.1e}, "
                       f"identical {same}", flush=True)
             del x, wq, wf
