@@ -49,7 +49,7 @@ SMALL = [
     _cfg(128, 128, 4, 5), _cfg(128, 128, 8, 5), _cfg(128, 128, 4, 3), _cfg(128, 128, 4, 6), _cfg(64, 128, 4, 4),
     _cfg(64, 64, 8, 6, bk=256), _cfg(64, 64, 4, 6, bk=256), _cfg(64, 64, 8, 5, bk=256), _cfg(128, 256, 8, 4),
 ]
-_SMALL_IDS = {id(c) for c in SMALL}
+_SMALL_IDS = {id(c) for c in SMALL}  # by identity: both lists hold a 128x256 w8 s4 config
 CONFIGS = LARGE + SMALL
 
 
