@@ -126,23 +126,17 @@ def quantize_token(x: torch.Tensor, fmt_name: str) -> QTensor:
     """x [M, K] on CUDA -> int8 / e4m3 [M, K] + fp32 scale [M, 1] (one program per token)."""
     x = _rows(x)
     m, k = x.shape
-    q = torch.empty((m, k), device=x.device, dtype=torch.int8 if fmt_name == "int8" else torch.float8_e4m3fn)
-    s = torch.empty((m, 1), device=x.device, dtype=torch.float32)
-    if m:
-        quantize_into(x, q, s, fmt_name)
-    return QTensor(q, s)
-
-
-def quantize_into(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor, fmt_name: str) -> None:
-    """Per token, into given buffers: x [M, K] (unit column stride) -> q [M, K] int8 / e4m3 (unit column
-    stride), s [M, 1] fp32 (unit row stride); M >= 1."""
-    m, k = x.shape
     is_int = fmt_name == "int8"
+    q = torch.empty((m, k), device=x.device, dtype=torch.int8 if is_int else torch.float8_e4m3fn)
+    s = torch.empty((m, 1), device=x.device, dtype=torch.float32)
+    if m == 0:
+        return QTensor(q, s)
     block = min(next_pow2(max(k, 16)), _MAX_SINGLE)
     rows = max(1, min(2048 // block, next_pow2(m)))  # short rows: several per program
     _LAUNCH["token"]((ceil_div(m, rows),), (x, q, s, m, k, x.stride(0), q.stride(0)),
                      {"QMAX": INT8_MAX if is_int else E4M3_MAX, "IS_INT": is_int, "TINY_": TINY,
                       "BLOCK_K": block, "ROWS": rows, "SINGLE": k <= block}, {"num_warps": _warps(rows * block)})
+    return QTensor(q, s)
 
 
 def quantize_group128(x: torch.Tensor) -> QTensor:
