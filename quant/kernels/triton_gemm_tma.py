@@ -14,6 +14,7 @@ import functools
 import torch
 import triton
 import triton.language as tl
+import triton.testing
 
 from ..formats.base import ceil_div
 from .triton_launch import DirectLauncher
@@ -66,7 +67,13 @@ CONFIGS = [_cfg(*c) for c in (
 )]
 
 
-@triton.autotune(configs=CONFIGS, key=["M_BUCKET", "N", "K", "IS_INT"])
+def _bench(fn, quantiles):
+    """The autotuner's timer: 0.4 s of runs per config. With Triton's default 0.1 s the pick differed
+    between processes and was up to 6% off the best config (bench/probe_autotune.py, NOTES v7)."""
+    return triton.testing.do_bench(fn, warmup=25, rep=400, quantiles=quantiles)
+
+
+@triton.autotune(configs=CONFIGS, key=["M_BUCKET", "N", "K", "IS_INT"], do_bench=_bench)
 @triton.jit
 def _w8a8_tma_kernel(a_desc, b_desc, c_desc, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKET,
                      HAS_BIAS: tl.constexpr, IS_INT: tl.constexpr, NUM_SMS: tl.constexpr,

@@ -243,3 +243,13 @@ def test_block_k_256_only_where_it_divides_k_and_never_for_block128():
     assert any(bk == 256 for *_, bk in tiles)
     tg, tiles, cfgs = _pruned(512, 4096, grouped=True)  # block-128: one weight block per k-tile
     assert cfgs and all(c in tg.LARGE for c in cfgs) and all(bk == 128 for *_, bk in tiles)
+
+
+def test_tma_autotune_times_each_config_longer_than_tritons_default(monkeypatch):
+    from quant.kernels import triton_gemm_tma as tma
+
+    seen = {}
+    monkeypatch.setattr(tma.triton.testing, "do_bench", lambda fn, **kw: seen.update(kw) or [1.0])
+    assert tma._w8a8_tma_kernel.do_bench is tma._bench
+    tma._bench(lambda: None, quantiles=(0.5,))
+    assert seen["rep"] >= 400 and seen["quantiles"] == (0.5,)
