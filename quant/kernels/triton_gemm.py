@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ..formats.base import E4M3_MAX, TINY, ceil_div
 from . import triton_gemm_tma as tma
-from .triton_launch import DirectLauncher
+from .triton_launch import DirectLauncher, chosen
 from .triton_tiles import m_bucket, tile_coords
 
 BLOCK = 128
@@ -183,8 +183,7 @@ def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor | None, w: torch.Tensor, sw: tor
         consts = {"HAS_BIAS": has_bias, "IS_INT": is_int, "GROUPED": grouped, "A_FUSED": a_fused,
                   "EVEN_K": k % BLOCK == 0, "QMAX": E4M3_MAX, "TINY_": TINY}
         _w8a8_kernel[lambda meta: _grid(meta, m, n)](*args, **consts)
-        cfg = _w8a8_kernel.best_config
-        _BEST[key] = ({**consts, **cfg.kwargs}, {o: v for o, v in cfg.all_kwargs().items() if o not in cfg.kwargs})
+        _BEST[key] = chosen(_w8a8_kernel, consts)
     else:
         consts, options = hit
         _DIRECT(_grid(consts, m, n), args, consts, options)

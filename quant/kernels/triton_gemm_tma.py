@@ -17,7 +17,7 @@ import triton.language as tl
 import triton.testing
 
 from ..formats.base import ceil_div
-from .triton_launch import DirectLauncher
+from .triton_launch import DirectLauncher, chosen
 from .triton_tiles import m_bucket, tile_coords
 
 try:  # host-side TMA descriptors: Triton >= 3.4
@@ -156,8 +156,7 @@ def w8a8_gemm_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.
         consts = {"HAS_BIAS": has_bias, "IS_INT": w.dtype == torch.int8, "NUM_SMS": nsm}
         _w8a8_tma_kernel[lambda meta: grid(meta, m, n, nsm)](*descs, sa, sw, bias if has_bias else sw, m, n, k,
                                                               m_bucket(m), **consts)
-        cfg = _w8a8_tma_kernel.best_config
-        _BEST[key] = ({**consts, **cfg.kwargs}, {o: v for o, v in cfg.all_kwargs().items() if o not in cfg.kwargs})
+        _BEST[key] = chosen(_w8a8_tma_kernel, consts)
         return
     consts, options = hit
     _DIRECT(grid(consts, m, n, nsm), (*descriptors(a, w, c, consts), sa, sw, bias if has_bias else sw, m, n, k,

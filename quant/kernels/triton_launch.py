@@ -71,3 +71,10 @@ class DirectLauncher:
         stream = driver.active.get_current_stream(device)
         run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream, kernel.function,
             kernel.packed_metadata, None, None, None, *args, *tail)
+
+
+def chosen(autotuner, consts: dict) -> tuple[dict, dict]:
+    """After an autotuned launch: (consts plus the picked config's constexprs, its launch options), the
+    `consts` / `options` a DirectLauncher call takes for the same kernel from then on."""
+    cfg = autotuner.best_config
+    return {**consts, **cfg.kwargs}, {o: v for o, v in cfg.all_kwargs().items() if o not in cfg.kwargs}

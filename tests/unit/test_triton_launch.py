@@ -253,3 +253,15 @@ def test_tma_autotune_times_each_config_longer_than_tritons_default(monkeypatch)
     assert tma._w8a8_tma_kernel.do_bench is tma._bench
     tma._bench(lambda: None, quantiles=(0.5,))
     assert seen["rep"] >= 400 and seen["quantiles"] == (0.5,)
+
+
+def test_chosen_splits_the_autotuned_config_into_constexprs_and_launch_options():
+    import triton
+
+    class Tuned:
+        best_config = triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=4, num_stages=3)
+
+    consts, options = triton_launch.chosen(Tuned, {"HAS_BIAS": True})
+    assert consts == {"HAS_BIAS": True, "BLOCK_M": 64, "BLOCK_N": 128}
+    assert options["num_warps"] == 4 and options["num_stages"] == 3
+    assert not set(options) & set(consts)
