@@ -22,6 +22,7 @@ from typing import Optional
 
 import torch
 
+from .formats.base import ceil_div
 from .formats.swizzle import from_blocked, swap_nibbles
 from .safetensors_io import CheckpointError, TensorInfo, read_header
 
@@ -90,7 +91,7 @@ def _layer_formats(weight: TensorInfo, scale: Optional[TensorInfo]) -> set:
     out = set()
     if shape in ((), (1,), (1, 1), (n,), (n, 1)):
         out.add("fp8")
-    if shape == (-(-n // 128), -(-k // 128)):
+    if shape == (ceil_div(n, 128), ceil_div(k, 128)):
         out.add("fp8_block128")
     if not out:
         raise CheckpointError(f"fp8 weight [{n}, {k}] with a weight_scale of shape {shape}: not a known layout")

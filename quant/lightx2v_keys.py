@@ -17,6 +17,8 @@ from typing import Callable, Iterable, Optional
 
 from torch import Tensor
 
+from .formats.base import ceil_div
+
 # Tensors of one layer: the float/quantized weight, its bias, and LightX2V's scales.
 _S = r"(weight|bias|weight_scale|weight_global_scale)"
 BLOCK = 128
@@ -64,7 +66,7 @@ def _split_qkv(t: Tensor, rows: int) -> tuple[Tensor, ...]:
     n = rows // 3
     if t.shape[0] == rows:
         return tuple(c.contiguous() for c in t.split(n, dim=0))
-    if t.shape[0] == -(-rows // BLOCK):
+    if t.shape[0] == ceil_div(rows, BLOCK):
         if n % BLOCK:
             raise ValueError(f"fused qkv block-128 scales cannot be split: each of q/k/v has {n} rows, "
                              f"not a multiple of {BLOCK}")

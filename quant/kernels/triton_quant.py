@@ -147,7 +147,7 @@ def quantize_group128(x: torch.Tensor) -> QTensor:
         raise ValueError(f"fp8_block128: K = {k} is not divisible by the block size {GROUP}")
     ng = k // GROUP
     q = torch.empty((m, k), device=x.device, dtype=torch.float8_e4m3fn)
-    m4 = -(-max(m, 1) // 4) * 4  # leading dimension padded to 4 floats: cuBLAS' blockwise scales need it
+    m4 = ceil_div(max(m, 1), 4) * 4  # leading dimension padded to 4 floats: cuBLAS' blockwise scales need it
     s = torch.empty_strided((m, ng), (1, m4), device=x.device, dtype=torch.float32)
     if m == 0:
         return QTensor(q, s)
