@@ -1,7 +1,7 @@
 """Speed and error of every available mm_type vs bf16 F.linear on given shapes (`python -m quant.bench`).
 
     python -m quant.bench [--shapes wan14b|wan1.3b|small|t5xxl|clip-h|M,K,N ...] [--mm-type all|NAME ...]
-                          [--peers/--no-peers] [--block] [--json PATH]
+                          [--peers/--no-peers] [--block] [--encoders [t5xxl clip-h]] [--json PATH]
 
 Every figure is measured in this process: the bf16 baseline (F.linear with bias) is timed beside each
 method on the same inputs, alternately with it (PAIRED_ROUNDS rounds; the ratio is median baseline /
@@ -24,7 +24,9 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .bench_block import BASELINE, bench_block
+from .bench_block import bench_block
+from .bench_encoders import ENCODERS, bench_encoder
+from .bench_models import BASELINE
 from .bench_peers import peer_methods
 
 PRESETS: dict[str, list[tuple[int, int, int]]] = {
@@ -63,6 +65,7 @@ class Report:
     date: str
     rows: list = field(default_factory=list)
     block: list = field(default_factory=list)
+    encoders: list = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- arguments, shapes, table
@@ -93,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time torchao (compiled) and comfy-kitchen when importable")
     p.add_argument("--block", action="store_true", help="also time a whole Wan 2.1-14B transformer block")
     p.add_argument("--block-tokens", type=int, default=32760, help="M of the --block run")
+    p.add_argument("--encoders", nargs="*", choices=sorted(ENCODERS), metavar="NAME",
+                   help="also time whole encoders (t5xxl: T5-XXL at 512 tokens, clip-h: CLIP ViT-H at 257); "
+                        "no names = both")
     p.add_argument("--rep-ms", type=float, default=300.0,
                    help="do_bench repetition time per timing (ms); a row times method and baseline "
                         "PAIRED_ROUNDS times each")
@@ -162,9 +168,20 @@ def format_block(rows: list[dict]) -> str:
     head = ("method", "block ms", "x bf16", "linears ms", "attention ms", "other ms", "linear share")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join((r["method"], _fmt(r["block_ms"], ".2f"), _fmt(r["ratio"], ".3f") + "x",
+        lines.append("| " + " | ".join((r["method"], _fmt(r["block_ms"], ".2f"),
+                                         _fmt(r["ratio"], ".3f") + ("x" if r["ratio"] else ""),
                                          _fmt(r["linear_ms"], ".2f"), _fmt(r["attn_ms"], ".2f"),
                                          _fmt(r["other_ms"], ".2f"), _fmt(r["linear_share"], ".0%"))) + " |")
+    return "\n".join(lines)
+
+
+def format_encoders(rows: list[dict]) -> str:
+    head = ("encoder (tokens)", "method", "ms", "x bf16", "host ms / forward")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join((f"{r['encoder']} ({r['tokens']})", r["method"], _fmt(r["ms"], ".2f"),
+                                         _fmt(r["ratio"], ".3f") + ("x" if r["ratio"] else ""),
+                                         _fmt(r["host_ms"], ".2f"))) + " |")
     return "\n".join(lines)
 
 
@@ -331,6 +348,10 @@ def run(args: argparse.Namespace) -> Report:
     if args.block:
         report.block = bench_block(args.block_tokens, args.mm_types, device, make_timer(device, 3 * args.rep_ms))
         print(format_block(report.block), flush=True)
+    if args.encoders is not None:
+        for name in args.encoders or sorted(ENCODERS, reverse=True):
+            report.encoders += bench_encoder(name, args.mm_types, device, make_timer(device, args.rep_ms))
+        print(format_encoders(report.encoders), flush=True)
     return report
 
 
@@ -346,6 +367,9 @@ def main(argv: Optional[list[str]] = None) -> Report:
     if report.block:
         print()
         print(format_block(report.block))
+    if report.encoders:
+        print()
+        print(format_encoders(report.encoders))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({**asdict(report), "rows": [asdict(r) for r in report.rows]}, f, indent=1)

@@ -4,13 +4,10 @@ Used by `python -m quant.bench --block`; timings come from the caller's timer.
 """
 from __future__ import annotations
 
-import sys
-
 import torch
 from torch import nn
 
-BASELINE = "bf16 F.linear"
-
+from .bench_models import add_ratios, mha, per_method, random_linear
 
 
 class WanBlock(nn.Module):
@@ -24,23 +21,15 @@ class WanBlock(nn.Module):
         self.dim, self.heads = dim, heads
         for nm in self.LINEARS:
             i, o = (ffn, dim) if nm == "f2" else (dim, ffn) if nm == "f0" else (dim, dim)
-            lin = nn.Linear(i, o, device=device, dtype=dtype)
-            with torch.no_grad():
-                lin.weight.normal_(0, i ** -0.5)
-                lin.bias.normal_(0, 0.02)
-            setattr(self, nm, lin)
+            setattr(self, nm, random_linear(i, o, device=device, dtype=dtype))
         self.norms = nn.Parameter(torch.ones(4, dim, device=device, dtype=dtype), requires_grad=False)
         self.modulation = nn.Parameter(torch.randn(6, dim, device=device, dtype=dtype) * 0.02, requires_grad=False)
-
-    def _heads(self, t):
-        return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
     def _rms(self, t, i):
         return torch.nn.functional.rms_norm(t, (self.dim,), self.norms[i], eps=1e-6)
 
     def attn(self, q, k, v):
-        o = torch.nn.functional.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
-        return o.transpose(1, 2).flatten(2)
+        return mha(q, k, v, self.heads)
 
     def forward(self, x, ctx):
         F = torch.nn.functional
@@ -61,10 +50,6 @@ class WanBlock(nn.Module):
 
 def bench_block(tokens: int, mm_types: list[str], device: torch.device, timer) -> list[dict]:
     """Whole-block time in bf16 and with every linear quantized (each native mm_type), with the split."""
-    from .kernels import NATIVE, availability
-    from .linear import QuantLinear
-    from .schemes import resolve
-
     blk = WanBlock(device=device)
     x = torch.randn(1, tokens, blk.dim, device=device, dtype=torch.bfloat16)
     ctx = torch.randn(1, 512, blk.dim, device=device, dtype=torch.bfloat16)
@@ -72,28 +57,11 @@ def bench_block(tokens: int, mm_types: list[str], device: torch.device, timer) -
     q = torch.randn_like(x)
     with torch.no_grad():
         attn_ms = timer(lambda: (blk.attn(q, q, q), blk.attn(q, ctx, ctx)))
-    floats = {nm: getattr(blk, nm) for nm in WanBlock.LINEARS}
-    out, base = [], None
-    for name in [BASELINE, *mm_types]:
-        try:
-            if name != BASELINE:
-                res = resolve(name, device=device)
-                if availability(res.kernel, res.scheme.format_name, device).status != NATIVE:
-                    continue
-                for nm, lin in floats.items():
-                    setattr(blk, nm, QuantLinear.from_float(lin, res.scheme.format, res.kernel))
-            with torch.no_grad():
-                block_ms = timer(lambda: blk(x, ctx))
-                lin_ms = timer(lambda: blk.linears_only(x, ctx, hid))
-        except Exception as e:  # noqa: BLE001
-            print(f"# block {name}: not verified: {type(e).__name__}: {e}", file=sys.stderr)
-            continue
-        finally:
-            for nm, lin in floats.items():
-                setattr(blk, nm, lin)
-        base = base or block_ms
-        out.append(dict(method=name, block_ms=block_ms, ratio=base / block_ms, linear_ms=lin_ms, attn_ms=attn_ms,
-                        other_ms=block_ms - lin_ms - attn_ms, linear_share=lin_ms / block_ms))
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return out
+
+    def measure():
+        block_ms = timer(lambda: blk(x, ctx))
+        lin_ms = timer(lambda: blk.linears_only(x, ctx, hid))
+        return dict(block_ms=block_ms, linear_ms=lin_ms, attn_ms=attn_ms, other_ms=block_ms - lin_ms - attn_ms,
+                    linear_share=lin_ms / block_ms)
+
+    return add_ratios(per_method(blk, mm_types, device, measure), "block_ms")

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from quant import bench, bench_block
+from quant import bench, bench_block, bench_encoders
 
 
 def test_presets_hold_the_issue_shapes():
@@ -77,3 +77,60 @@ def test_wan_block_runs_tiny_on_cpu():
     blk = bench_block.WanBlock(dim=64, heads=2, ffn=96, dtype=torch.float32)
     x, ctx = torch.randn(1, 10, 64), torch.randn(1, 5, 64)
     assert blk(x, ctx).shape == (1, 10, 64)
+
+
+def test_per_method_swaps_every_linear_and_restores_them():
+    from quant import bench_models
+    from quant.linear import QuantLinear
+
+    enc = bench_encoders.T5Encoder(layers=2, dim=64, heads=2, ffn=96, dtype=torch.float32)
+
+    def kinds():
+        return sorted(type(m).__name__ for m in enc.modules() if isinstance(m, (torch.nn.Linear, QuantLinear)))
+
+    rows = bench_models.per_method(enc, ["int8-torch", "int8-triton"], torch.device("cpu"),
+                                   lambda: dict(kinds=kinds(), ms=2.0))
+    assert [r["method"] for r in rows] == [bench.BASELINE, "int8-torch"]  # int8-triton cannot run on a CPU
+    assert rows[0]["kinds"] == ["Linear"] * 14 and rows[1]["kinds"] == ["QuantLinear"] * 14
+    assert kinds() == ["Linear"] * 14 and len(bench_models.linear_slots(enc)) == 14
+
+
+def test_per_method_reports_a_failing_method_and_keeps_going(capsys):
+    from quant import bench_models
+
+    enc = bench_encoders.ClipVision(layers=1, dim=64, heads=2, mlp=96, dtype=torch.float32)
+    calls = []
+
+    def measure():
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return dict(ms=4.0 / len(calls))
+
+    rows = bench_models.add_ratios(bench_models.per_method(enc, ["int8-torch", "fp8-torch"], torch.device("cpu"), measure), "ms")
+    assert [r["method"] for r in rows] == [bench.BASELINE, "fp8-torch"]
+    assert [r["ratio"] for r in rows] == [1.0, 3.0]
+    assert "int8-torch: not verified: RuntimeError: boom" in capsys.readouterr().err
+    assert bench_models.add_ratios([dict(method="int8-torch", ms=1.0)], "ms")[0]["ratio"] is None
+
+
+@pytest.mark.parametrize("name,cls,kw", [("t5xxl", "T5Encoder", dict(layers=2, dim=64, heads=2, ffn=96)),
+                                         ("clip-h", "ClipVision", dict(layers=2, dim=64, heads=2, mlp=96))])
+def test_encoder_bench_runs_tiny_on_cpu(name, cls, kw):
+    enc = getattr(bench_encoders, cls)(dtype=torch.float32, **kw)
+    x = enc.inputs(bench_encoders.ENCODERS[name][1], torch.device("cpu"))
+    assert enc(*x).shape == (1, bench_encoders.ENCODERS[name][1], 64)
+    rows = bench_encoders.bench_encoder(name, ["int8-torch"], torch.device("cpu"),
+                                        bench.make_timer(torch.device("cpu"), 1), model=enc)
+    assert [r["method"] for r in rows] == [bench.BASELINE, "int8-torch"]
+    assert rows[0]["ratio"] == 1.0 and rows[1]["ms"] > 0 and rows[1]["host_ms"] > 0
+    text = bench.format_encoders(rows)
+    assert text.count("\n") == 3 and f"| {name} ({bench_encoders.ENCODERS[name][1]}) | int8-torch |" in text
+
+
+def test_encoders_flag_parses():
+    assert bench.parse_args(["--encoders"]).encoders == []
+    assert bench.parse_args(["--encoders", "clip-h"]).encoders == ["clip-h"]
+    assert bench.parse_args([]).encoders is None
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--encoders", "bert"])
