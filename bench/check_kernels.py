@@ -3,7 +3,8 @@
     python bench/check_kernels.py [--quick-timing]
 
 1. Triton quantizers vs the formats' reference quantizers (fraction of identical codes, scale error).
-2. Direct launches re-specialize; the emulated mxfp8 / nvfp4 Triton passes match the formats' code.
+2. Direct launches re-specialize; the emulated mxfp8 / nvfp4 Triton passes match the formats' code;
+   launch plans (kernels.triton_plan) replay the generic path bit for bit (also unaligned, under CUDA graphs).
 3. Each (kernel, format) linear vs reference.linear on fresh random inputs with outlier channels,
    output poisoned first (NaN in the allocator's free memory), several ragged shapes: rel err < 1e-2;
    the "torch" kernel's emulated mxfp8 / nvfp4 (bf16 dequantize + cuBLAS) and torchao when importable;
@@ -150,6 +151,51 @@ def check_linears():
         tk.FUSED_BLOCK128_QUANT = False  # back to the default
 
 
+def check_plans():
+    """Launch plans (kernels.triton_plan) must replay the generic path exactly: the third call of a shape,
+    a fresh input on it, an input 2 bytes off alignment (the plan declines it), and under CUDA-graph capture."""
+    from quant.kernels import triton_plan
+    from quant.kernels.base import fp32
+
+    for fmt in ("int8", "fp8", "fp8_block128"):
+        f = get_format(fmt)
+        for (m, k, n), has_bias in [((1, 256, 384), True), ((17, 1280, 1000), False), ((257, 1280, 5120), True),
+                                    ((512, 4096, 4096), True), ((300, 8960, 1536), False)]:
+            x, x2 = xin(m, k), xin(m, k)
+            wq = f.quantize_weight(torch.randn(n, k, device="cuda") * k ** -0.5)
+            b = torch.randn(n, device="cuda", dtype=x.dtype) if has_bias else None
+            lin = lambda t: tk.linear(t, wq, b, f)  # noqa: E731
+            y1 = lin(x)
+            lin(x)  # the first direct launches: recorded into a plan
+            planned = isinstance(triton_plan._PLANS.get(triton_plan.plan_key(x, wq.data, fp32(wq.scale), b, fmt)),
+                                 triton_plan.LinearPlan)
+            poison()
+            same = torch.equal(lin(x), y1)
+            poison()
+            y_plan = lin(x2)
+            triton_plan.ENABLED = False
+            y_gen = lin(x2)
+            triton_plan.ENABLED = True
+            buf = torch.empty(m * k + 1, device="cuda", dtype=x.dtype)
+            xm = buf[1:].view(m, k)
+            xm.copy_(x2)
+            poison()
+            y_mis = lin(xm)
+            static_x = x.clone()
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                static_y = lin(static_x)
+            static_x.copy_(x2)
+            g.replay()
+            torch.cuda.synchronize()
+            err = rel(y_plan, reference.linear(x2, wq, b, f))
+            check(planned and same and torch.equal(y_plan, y_gen) and torch.equal(y_mis, y_gen)
+                  and torch.equal(static_y, y_gen) and err < 1e-2,
+                  f"plan triton/{fmt} {m}x{k}x{n} bias={has_bias}: planned {planned}, replay == first call {same}, "
+                  f"fresh input == generic path {torch.equal(y_plan, y_gen)}, unaligned input "
+                  f"{torch.equal(y_mis, y_gen)}, CUDA graph {torch.equal(static_y, y_gen)}, rel err {err:.1e}")
+
+
 def check_compile():
     from quant.linear import QuantLinear
 
@@ -205,7 +251,7 @@ def quick_timing():
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick-timing", action="store_true")
-    ap.add_argument("--only", choices=["quantizers", "direct", "microscale", "linears", "compile"],
+    ap.add_argument("--only", choices=["quantizers", "direct", "microscale", "linears", "plans", "compile"],
                     help="run one section")
     a = ap.parse_args()
     import triton
@@ -214,7 +260,7 @@ if __name__ == "__main__":
           f"triton {triton.__version__} cuda {torch.version.cuda}")
     torch.manual_seed(0)
     sections = {"quantizers": check_quantizers, "direct": check_direct_launch, "microscale": check_microscale,
-                "linears": check_linears, "compile": check_compile}
+                "linears": check_linears, "plans": check_plans, "compile": check_compile}
     for name, fn in sections.items():
         if a.only in (None, name):
             fn()

@@ -18,12 +18,14 @@ sys.path.insert(0, ".")
 from quant.bench import _copies, outlier_input, rotating, rotation_count  # noqa: E402
 from quant.formats import get_format  # noqa: E402
 from quant.formats.base import E4M3_MAX, TINY  # noqa: E402
-from quant.kernels import triton_quant  # noqa: E402
+from quant.kernels import triton_plan, triton_quant  # noqa: E402
 from quant.linear import QuantLinear  # noqa: E402
 
 from probe_paths import cpu_us  # noqa: E402  (bench/ is this script's directory)
 
-METHODS = [("fp8", "torch"), ("fp8", "triton"), ("int8", "triton"), ("int8", "torch"), ("fp8_block128", "torch")]
+# (format, kernel, launch plans on): the Triton linear with and without kernels.triton_plan
+METHODS = [("fp8", "torch", True), ("fp8", "triton", False), ("fp8", "triton", True), ("int8", "triton", False),
+           ("int8", "triton", True), ("int8", "torch", True), ("fp8_block128", "torch", True)]
 
 
 def back_to_back_us(fn, n=200):
@@ -117,14 +119,16 @@ def main():
             print(f"   fp8 quantizer: JITFunction launch {cpu_us(lambda: old_quant(x, q, s)):.1f} us/call, "
                   f"quantize_token (direct) {cpu_us(lambda: triton_quant.quantize_token(x, 'fp8')):.1f} us/call, "
                   f"identical {same}")
-            for fmt, kern in METHODS:
+            for fmt, kern, plans in METHODS:
+                triton_plan.ENABLED = plans
                 qs = [QuantLinear.from_float(l, get_format(fmt), kern) for l in lins]
                 call = rotating([lambda x=x, q_=q_: q_(x) for x, q_ in zip(xs, qs)])
                 ms = t(call)
                 q2b = back_to_back_us(call)
-                print(f"   {fmt}-{kern}: {ms:.4f} ms, {base / ms:.2f}x bf16, "
+                same = torch.equal(qs[0](x), qs[0](x))
+                print(f"   {fmt}-{kern}{' (plans)' if kern == 'triton' and plans else ''}: {ms:.4f} ms, {base / ms:.2f}x bf16, "
                       f"cpu {cpu_us(lambda: qs[0](x)):.1f} us/call, "
-                      f"back-to-back {q2b:.1f} us/call ({b2b / q2b:.2f}x bf16)", flush=True)
+                      f"back-to-back {q2b:.1f} us/call ({b2b / q2b:.2f}x bf16), repeat identical {same}", flush=True)
             if m == 512:
                 pieces(x, lin)
             torch.cuda.empty_cache()

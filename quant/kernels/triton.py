@@ -32,21 +32,32 @@ def probe(fmt: str, device: torch.device) -> Availability:
     return cuda_probe(device, _MIN_CC[fmt], module="triton")
 
 
-_MODS: list = []  # (triton_gemm, triton_quant.quantize), imported on first use (they need Triton)
+_MODS: list = []  # (triton_gemm, triton_quant.quantize, triton_launch, triton_plan), imported on first use
 
 
 def _w8a8_linear(x: Tensor, w: Tensor, w_scale: Tensor, bias: Optional[Tensor], fmt: str) -> Tensor:
-    """x [M, K] float -> [M, N] in x.dtype; w [N, K] int8/e4m3 with its scales (see quant/formats)."""
+    """x [M, K] float -> [M, N] in x.dtype; w [N, K] int8/e4m3 with its scales (see quant/formats).
+
+    Quantizer + GEMM; a shape's later calls replay the recorded launches (kernels.triton_plan)."""
     if not _MODS:
-        from . import triton_gemm
+        from . import triton_gemm, triton_launch, triton_plan
         from .triton_quant import quantize
 
-        _MODS.extend((triton_gemm, quantize))
-    triton_gemm, quantize = _MODS
+        _MODS.extend((triton_gemm, quantize, triton_launch, triton_plan))
+    triton_gemm, quantize, triton_launch, triton_plan = _MODS
     if fmt == "fp8_block128" and FUSED_BLOCK128_QUANT:
         return triton_gemm.w8a8_gemm(x, None, w, w_scale, bias, x.dtype, grouped=True, a_fused=True)
-    xq = quantize(x, fmt)
-    return triton_gemm.w8a8_gemm(xq.data, xq.scale, w, w_scale, bias, x.dtype, grouped=fmt == "fp8_block128")
+    key = triton_plan.plan_key(x, w, w_scale, bias, fmt)
+    plan = triton_plan.lookup(key)
+    if plan is not None:
+        out = plan(x, w, w_scale, bias, key[-1])
+        if out is not None:
+            return out
+    with triton_launch.recording() as log:
+        xq = quantize(x, fmt)
+        out = triton_gemm.w8a8_gemm(xq.data, xq.scale, w, w_scale, bias, x.dtype, grouped=fmt == "fp8_block128")
+    triton_plan.record(key, log, x, xq.data, xq.scale, w, w_scale, bias, out)
+    return out
 
 
 w8a8_linear = torch.library.custom_op("comfyui_quantized::triton_w8a8_linear", _w8a8_linear, mutates_args=())

@@ -8,9 +8,13 @@ specialization (tensor dtype and 16-byte alignment; integer equal-to-1, multiple
 a TMA descriptor's element type and block shape),
 so a call never reuses a binary compiled for different assumptions. With launch hooks set (profilers),
 or on a Triton whose compiled kernels lack `run` / `function` / `packed_metadata`, calls take the
-normal path.
+normal path. `recording()` lists the direct launches of a block of code (kernels.triton_plan replays them).
 """
 from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator, NamedTuple
 
 import torch
 from triton import knobs
@@ -36,6 +40,43 @@ def _hooked(hook) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
+def hooked() -> bool:
+    """Whether a launch-enter or -exit hook (a profiler) wants to see every launch."""
+    return _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook)
+
+
+class Launch(NamedTuple):
+    """One direct launch: the compiled kernel's launcher, handle and metadata, a 3-D grid, the runtime
+    arguments in signature order and the constexpr values that follow them."""
+
+    run: object
+    function: object
+    metadata: object
+    grid: tuple
+    args: tuple
+    tail: tuple
+
+
+def launch_compiled(run, function, metadata, grid: tuple, stream: int, args) -> None:
+    """Hand arguments (runtime ones, then constexprs) to a compiled kernel's launcher on a 3-D grid."""
+    run(grid[0], grid[1], grid[2], stream, function, metadata, None, None, None, *args)
+
+
+_REC = threading.local()
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list]:
+    """Collect this thread's launches in the block: a `Launch` per direct launch, None per launch that
+    took Triton's normal path (a first call, a profiler hook)."""
+    prev = getattr(_REC, "log", None)
+    _REC.log = log = []
+    try:
+        yield log
+    finally:
+        _REC.log = prev
+
+
 class DirectLauncher:
     """launcher(grid, args, consts, options) == fn[grid](*args, **consts, **options), cheaper after the first.
 
@@ -50,8 +91,11 @@ class DirectLauncher:
         self.cache: dict = {}
 
     def __call__(self, grid: tuple, args: tuple, consts: dict, options: dict) -> None:
-        if _hooked(knobs.runtime.launch_enter_hook) or _hooked(knobs.runtime.launch_exit_hook):
+        log = getattr(_REC, "log", None)
+        if hooked():
             self.fn[grid](*args, **consts, **options)
+            if log is not None:
+                log.append(None)
             return
         device = driver.active.get_current_device()
         key = (device, _spec(args), tuple(consts.items()), tuple(options.items()))
@@ -63,14 +107,20 @@ class DirectLauncher:
                 self.cache[key] = (kernel, kernel.run, tuple(consts[n] for n in self.names[len(args):]))
             else:  # a Triton without this internal API: keep taking the normal path
                 self.cache[key] = False
+            if log is not None:
+                log.append(None)
             return
         if hit is False:
             self.fn[grid](*args, **consts, **options)
+            if log is not None:
+                log.append(None)
             return
         kernel, run, tail = hit
-        stream = driver.active.get_current_stream(device)
-        run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream, kernel.function,
-            kernel.packed_metadata, None, None, None, *args, *tail)
+        grid3 = (grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1)
+        launch_compiled(run, kernel.function, kernel.packed_metadata, grid3, driver.active.get_current_stream(device),
+                        (*args, *tail))
+        if log is not None:
+            log.append(Launch(run, kernel.function, kernel.packed_metadata, grid3, args, tail))
 
 
 def chosen(autotuner, consts: dict) -> tuple[dict, dict]:

@@ -1,0 +1,126 @@
+"""Launch plans for the Triton W8A8 linear: its quantizer and GEMM launches recorded once per shape,
+then replayed with raw pointers.
+
+At small M a quantized linear is bound by the CPU, not the GPU (bench/NOTES.md v6-v8: ~120 us of host
+time a call on the device machine, bf16's F.linear 28 us), and most of it is Python between the two
+launches. A plan keeps, per (x shape and dtype, weight shape and dtype, scale and bias dtypes, format,
+device), the two compiled launches with their grids and an argument template (which argument is which
+tensor, the rest the recorded ints and constexprs). A call then allocates the output and one workspace
+(the quantized activation and its scales, which never leave the linear), checks what the recorded
+specialization assumed (contiguous tensors, 16-byte aligned pointers) and calls Triton's launcher
+twice. A call that does not fit, or runs under a profiler's launch hooks, returns None: the caller
+takes the generic path.
+
+Roles in a template: X (activation [M, K]), Q / S (its quantized codes and scales: workspace),
+W / SW (weight [N, K] and its scales), B (bias, or SW where a launch passes it as a placeholder),
+C (output [M, N]); indices >= N_ROLES point into the plan's constants.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..formats.base import ceil_div
+from .triton_launch import hooked, launch_compiled
+
+try:
+    from triton.runtime import driver
+except ImportError:  # pragma: no cover - depends on the install
+    driver = None
+
+ENABLED = True  # False: every call takes the generic path (bench/probe_launch.py times both)
+X, Q, S, W, SW, B, C = range(7)
+N_ROLES = 7
+ALIGN = 256  # the scales' offset in the workspace (the caching allocator's blocks are 512-byte aligned)
+MAX_PLANS = 1024  # distinct shapes kept (M follows the prompt / image size); the table is cleared when full
+
+_PLANS: dict = {}  # plan key -> LinearPlan, or False where the launches cannot be replayed
+
+
+class LinearPlan:
+    """The recorded launches of one linear shape; call with the live tensors (see module docstring)."""
+
+    __slots__ = ("launches", "consts", "work_bytes", "s_offset", "out_shape")
+
+    def __init__(self, launches: list, consts: tuple, work_bytes: int, s_offset: int, out_shape: tuple):
+        self.launches = launches  # (run, function, metadata, grid, itemgetter over pointers + consts)
+        self.consts = consts
+        self.work_bytes, self.s_offset, self.out_shape = work_bytes, s_offset, out_shape
+
+    def __call__(self, x: Tensor, w: Tensor, sw: Tensor, bias: Optional[Tensor], device: int) -> Optional[Tensor]:
+        """x [M, K] -> out [M, N] as the generic path computes it, or None when this call does not fit.
+        device: the current CUDA device (Triton launches on its current stream)."""
+        b = sw if bias is None else bias
+        px, pw, psw, pb = x.data_ptr(), w.data_ptr(), sw.data_ptr(), b.data_ptr()
+        if (px | pw | psw | pb) & 15 or hooked() or not (
+                x.is_contiguous() and w.is_contiguous() and sw.is_contiguous() and b.is_contiguous()):
+            return None
+        work = torch.empty(self.work_bytes, dtype=torch.uint8, device=x.device)
+        out = torch.empty(self.out_shape, dtype=x.dtype, device=x.device)
+        pq = work.data_ptr()
+        values = (px, pq, pq + self.s_offset, pw, psw, pb, out.data_ptr(), *self.consts)
+        stream = driver.active.get_current_stream(device)
+        for run, function, metadata, grid, pick in self.launches:
+            launch_compiled(run, function, metadata, grid, stream, pick(values))
+        return out
+
+
+def plan_key(x: Tensor, w: Tensor, sw: Tensor, bias: Optional[Tensor], fmt: str) -> tuple:
+    """What a plan is valid for, besides the per-call checks: shapes, dtypes, format, x's device and
+    the current one (last)."""
+    return (x.shape, x.dtype, w.shape, w.dtype, sw.shape, sw.dtype, None if bias is None else bias.dtype, fmt,
+            x.get_device(), driver.active.get_current_device())
+
+
+def lookup(key: tuple) -> Optional[LinearPlan]:
+    """The plan for a key, if one was built (and plans are enabled)."""
+    return _PLANS.get(key) or None if ENABLED else None
+
+
+def record(key: tuple, log: list, x: Tensor, q: Tensor, s: Tensor, w: Tensor, sw: Tensor,
+           bias: Optional[Tensor], out: Tensor) -> None:
+    """Build the key's plan from one generic call's launches (kernels.triton_launch.recording) and the
+    tensors it used. A first call (compiling / autotuning) leaves no plan yet; launches whose arguments
+    are not these tensors and ints (TMA descriptors) are marked never to be planned. A call whose
+    tensors are unaligned or strided (a specialization the plan's calls would not check for) is not
+    recorded."""
+    if not ENABLED or key in _PLANS or len(log) != 2 or any(entry is None for entry in log):
+        return
+    inputs = (x, w, sw, *(() if bias is None else (bias,)))
+    if any(t.data_ptr() % 16 or not t.is_contiguous() for t in inputs):
+        return
+    if any(t.data_ptr() != t.untyped_storage().data_ptr() for t in (q, s)):
+        return  # the workspace layout assumes both start their own storage
+    if len(_PLANS) >= MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[key] = _build(log, x, q, s, w, sw, bias, out) or False
+
+
+def _build(log: list, x, q, s, w, sw, bias, out) -> Optional[LinearPlan]:
+    roles = {id(x): X, id(q): Q, id(s): S, id(w): W, id(sw): SW, id(out): C}
+    if bias is not None:
+        roles[id(bias)] = B
+    consts: list = []
+    launches = []
+    for run, function, metadata, grid, args, tail in log:
+        picks = []
+        for a in args:
+            if isinstance(a, Tensor):
+                if id(a) not in roles:
+                    return None
+                picks.append(roles[id(a)])
+            elif type(a) is int:
+                picks.append(N_ROLES + len(consts))
+                consts.append(a)
+            else:
+                return None
+        for v in tail:
+            picks.append(N_ROLES + len(consts))
+            consts.append(v)
+        launches.append((run, function, metadata, grid, operator.itemgetter(*picks)))
+    q_bytes = q.untyped_storage().nbytes()
+    s_offset = ceil_div(q_bytes, ALIGN) * ALIGN
+    return LinearPlan(launches, tuple(consts), s_offset + s.untyped_storage().nbytes(), s_offset, tuple(out.shape))
