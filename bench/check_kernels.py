@@ -165,8 +165,9 @@ def check_plans():
             wq = f.quantize_weight(torch.randn(n, k, device="cuda") * k ** -0.5)
             b = torch.randn(n, device="cuda", dtype=x.dtype) if has_bias else None
             lin = lambda t: tk.linear(t, wq, b, f)  # noqa: E731
-            y1 = lin(x)
-            lin(x)  # the first direct launches: recorded into a plan
+            y1 = lin(x)  # compiles / autotunes
+            lin(x)  # the GEMM's first direct launch compiles its specialization
+            lin(x)  # both launches direct: recorded into a plan
             planned = isinstance(triton_plan._PLANS.get(triton_plan.plan_key(x, wq.data, fp32(wq.scale), b, fmt)),
                                  triton_plan.LinearPlan)
             poison()

@@ -350,7 +350,8 @@ def run(args: argparse.Namespace) -> Report:
         print(format_block(report.block), flush=True)
     if args.encoders is not None:
         for name in args.encoders or sorted(ENCODERS, reverse=True):
-            report.encoders += bench_encoder(name, args.mm_types, device, make_timer(device, args.rep_ms))
+            # a forward is 10-300 ms: ten times the rep budget, so the median is over tens of runs
+            report.encoders += bench_encoder(name, args.mm_types, device, make_timer(device, 10 * args.rep_ms))
         print(format_encoders(report.encoders), flush=True)
     return report
 

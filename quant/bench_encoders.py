@@ -101,7 +101,7 @@ class ClipVision(nn.Module):
 ENCODERS: dict[str, tuple[type, int]] = {"t5xxl": (T5Encoder, 512), "clip-h": (ClipVision, 257)}
 
 
-def host_ms(fn: Callable[[], object], device: torch.device, runs: int = 5) -> float:
+def host_ms(fn: Callable[[], object], device: torch.device, runs: int = 9) -> float:
     """Median wall-clock milliseconds to issue fn() (the GPU drained before each run): the CPU cost."""
     times = []
     for _ in range(runs):
