@@ -97,6 +97,10 @@ class ClipVision(nn.Module):
         return (torch.randn(1, tokens, self.dim, device=device, generator=gen).to(self.post_ln.weight.dtype),)
 
 
+# Forwards before timing: compile and autotune on the first, the launch plans (kernels.triton_plan) are
+# recorded on the third call of each shape; the timer's own estimate of a forward's length comes after.
+WARMUP_FORWARDS = 3
+
 # name -> (model class, tokens)
 ENCODERS: dict[str, tuple[type, int]] = {"t5xxl": (T5Encoder, 512), "clip-h": (ClipVision, 257)}
 
@@ -126,6 +130,8 @@ def bench_encoder(name: str, mm_types: list[str], device: torch.device, timer,
 
     def measure():
         fn = lambda: model(*args)  # noqa: E731
+        for _ in range(WARMUP_FORWARDS):
+            fn()
         return dict(encoder=name, tokens=tokens, ms=timer(fn), host_ms=host_ms(fn, device))
 
     return add_ratios(per_method(model, mm_types, device, measure), "ms")
