@@ -93,27 +93,21 @@ class DirectLauncher:
     def __call__(self, grid: tuple, args: tuple, consts: dict, options: dict) -> None:
         log = getattr(_REC, "log", None)
         if hooked():
-            self.fn[grid](*args, **consts, **options)
-            if log is not None:
-                log.append(None)
+            self._normal(grid, args, consts, options, log)
             return
         device = driver.active.get_current_device()
         key = (device, _spec(args), tuple(consts.items()), tuple(options.items()))
         hit = self.cache.get(key)
         if hit is None:
-            kernel = self.fn[grid](*args, **consts, **options)
+            kernel = self._normal(grid, args, consts, options, log)
             kernel = kernel.result() if hasattr(kernel, "result") else kernel
             if all(hasattr(kernel, a) for a in ("run", "function", "packed_metadata")):
                 self.cache[key] = (kernel, kernel.run, tuple(consts[n] for n in self.names[len(args):]))
             else:  # a Triton without this internal API: keep taking the normal path
                 self.cache[key] = False
-            if log is not None:
-                log.append(None)
             return
         if hit is False:
-            self.fn[grid](*args, **consts, **options)
-            if log is not None:
-                log.append(None)
+            self._normal(grid, args, consts, options, log)
             return
         kernel, run, tail = hit
         grid3 = (grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1)
@@ -121,6 +115,13 @@ class DirectLauncher:
                         (*args, *tail))
         if log is not None:
             log.append(Launch(run, kernel.function, kernel.packed_metadata, grid3, args, tail))
+
+    def _normal(self, grid: tuple, args: tuple, consts: dict, options: dict, log: list | None):
+        """Launch through the JIT function (compiling when needed); a recording notes None."""
+        kernel = self.fn[grid](*args, **consts, **options)
+        if log is not None:
+            log.append(None)
+        return kernel
 
 
 def chosen(autotuner, consts: dict) -> tuple[dict, dict]:

@@ -66,6 +66,17 @@ def test_recording_lists_direct_launches_and_marks_normal_ones():
     assert fn.log[0] == (3, 1, 1, 1234, "fn", "meta", None, None, None, x, 64, 32)
 
 
+def test_a_profiled_launch_is_recorded_as_normal(monkeypatch):
+    fn = FakeJIT()
+    launch = triton_launch.DirectLauncher(fn)
+    x = torch.zeros(64)
+    launch((3,), (x, 64), {"BLOCK": 32}, {})
+    monkeypatch.setattr(triton_launch, "hooked", lambda: True)
+    with triton_launch.recording() as log:
+        launch((3,), (x, 64), {"BLOCK": 32}, {})
+    assert log == [None] and fn.log == []  # the JIT function took it: no direct run
+
+
 def tensors(m=8, k=32, n=16, bias=True):
     x = torch.randn(m, k, dtype=torch.bfloat16)
     q, s = torch.empty(m, k, dtype=torch.int8), torch.empty(m, 1)
