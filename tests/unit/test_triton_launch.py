@@ -9,45 +9,10 @@ import torch
 
 pytest.importorskip("triton")
 
+from triton_fakes import FakeDriver, FakeJIT  # noqa: E402
+
 from quant import kernels  # noqa: E402
 from quant.kernels import triton_launch, triton_tiles  # noqa: E402
-
-
-class FakeCompiled:
-    function = "fn-handle"
-    packed_metadata = "meta"
-
-    def __init__(self, log):
-        self.log = log
-
-    def run(self, *a):
-        self.log.append(("direct", a))
-
-
-class FakeJIT:
-    arg_names = ["x_ptr", "n", "BLOCK", "FLAG"]
-
-    def __init__(self):
-        self.log = []
-        self.compiles = 0
-
-    def __getitem__(self, grid):
-        def launch(*args, **kw):
-            self.compiles += 1
-            self.log.append(("jit", grid, args, kw))
-            return FakeCompiled(self.log)
-        return launch
-
-
-class FakeDriver:
-    class active:  # noqa: N801 - mirrors triton.runtime.driver.active
-        @staticmethod
-        def get_current_device():
-            return 0
-
-        @staticmethod
-        def get_current_stream(device):
-            return 1234
 
 
 @pytest.fixture

@@ -9,18 +9,9 @@ import torch
 
 pytest.importorskip("triton")
 
+from triton_fakes import FakeDriver, FakeJIT  # noqa: E402
+
 from quant.kernels import triton_launch, triton_plan  # noqa: E402
-
-
-class FakeDriver:
-    class active:  # noqa: N801 - mirrors triton.runtime.driver.active
-        @staticmethod
-        def get_current_device():
-            return 0
-
-        @staticmethod
-        def get_current_stream(device):
-            return 1234
 
 
 @pytest.fixture(autouse=True)
@@ -31,50 +22,32 @@ def fakes(monkeypatch):
     monkeypatch.setattr(triton_plan, "ENABLED", True)
 
 
-class Compiled:
-    function = "fn"
-    packed_metadata = "meta"
-
-    def __init__(self, log):
-        self.log = log
-
-    def run(self, *a):
-        self.log.append(a)
-
-
-class FakeJIT:
-    arg_names = ["x_ptr", "n", "BLOCK"]
-
-    def __init__(self):
-        self.log = []
-
-    def __getitem__(self, grid):
-        return lambda *args, **kw: Compiled(self.log)
-
-
 def test_recording_lists_direct_launches_and_marks_normal_ones():
     fn = FakeJIT()
     launch = triton_launch.DirectLauncher(fn)
     x = torch.zeros(64)
+    consts = {"BLOCK": 32, "FLAG": True}
     with triton_launch.recording() as log:
-        launch((3,), (x, 64), {"BLOCK": 32}, {"num_warps": 4})  # first call: compiles (normal path)
-        launch((3,), (x, 64), {"BLOCK": 32}, {"num_warps": 4})  # direct
-    launch((3,), (x, 64), {"BLOCK": 32}, {"num_warps": 4})  # outside the block: not recorded
+        launch((3,), (x, 64), consts, {"num_warps": 4})  # first call: compiles (normal path)
+        launch((3,), (x, 64), consts, {"num_warps": 4})  # direct
+    launch((3,), (x, 64), consts, {"num_warps": 4})  # outside the block: not recorded
     assert log[0] is None and len(log) == 2
     rec = log[1]
-    assert rec.grid == (3, 1, 1) and rec.args == (x, 64) and rec.tail == (32,) and rec.function == "fn"
-    assert fn.log[0] == (3, 1, 1, 1234, "fn", "meta", None, None, None, x, 64, 32)
+    assert rec.grid == (3, 1, 1) and rec.args == (x, 64) and rec.tail == (32, True) and rec.function == "fn-handle"
+    assert [e[0] for e in fn.log] == ["jit", "direct", "direct"]
+    assert fn.log[1] == ("direct", (3, 1, 1, 1234, "fn-handle", "meta", None, None, None, x, 64, 32, True))
 
 
 def test_a_profiled_launch_is_recorded_as_normal(monkeypatch):
     fn = FakeJIT()
     launch = triton_launch.DirectLauncher(fn)
     x = torch.zeros(64)
-    launch((3,), (x, 64), {"BLOCK": 32}, {})
+    consts = {"BLOCK": 32, "FLAG": True}
+    launch((3,), (x, 64), consts, {})
     monkeypatch.setattr(triton_launch, "hooked", lambda: True)
     with triton_launch.recording() as log:
-        launch((3,), (x, 64), {"BLOCK": 32}, {})
-    assert log == [None] and fn.log == []  # the JIT function took it: no direct run
+        launch((3,), (x, 64), consts, {})
+    assert log == [None] and [e[0] for e in fn.log] == ["jit", "jit"]  # the JIT function took both
 
 
 def tensors(m=8, k=32, n=16, bias=True):
