@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from .formats import QuantFormat, QTensor
-from .formats.base import E4M3_MAX, ceil_div, rowwise_absmax_quantize
+from .formats.base import E4M3_MAX, round_up, rowwise_absmax_quantize
 from .formats.swizzle import swap_nibbles, to_blocked
 from .linear import scale_dtype
 
@@ -47,8 +47,8 @@ def _comfyui_specs(base: str, n: int, k: int, fmt: QuantFormat) -> list[Spec]:
     if fmt.name not in COMFY_NAMES:
         raise ValueError(f"{fmt.name} has no ComfyUI core format; write it with --layout lightx2v")
     scale = {"int8": (torch.float32, (n, 1)), "fp8": (torch.float32, ()),
-             "nvfp4": (torch.float8_e4m3fn, (ceil_div(n, 128) * 128, ceil_div(k // 16, 4) * 4)),
-             "mxfp8": (torch.float8_e8m0fnu, (ceil_div(n, 128) * 128, ceil_div(k // 32, 4) * 4))}[fmt.name]
+             "nvfp4": (torch.float8_e4m3fn, (round_up(n, 128), round_up(k // 16, 4))),
+             "mxfp8": (torch.float8_e8m0fnu, (round_up(n, 128), round_up(k // 32, 4)))}[fmt.name]
     specs = [(base + "weight", fmt.weight_dtype, (n, fmt.packed_k(k))), (base + "weight_scale", *scale)]
     if fmt.name == "nvfp4":
         specs.append((base + "weight_scale_2", torch.float32, ()))

@@ -66,6 +66,11 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def round_up(a: int, b: int) -> int:
+    """a rounded up to a multiple of b (padded sizes and offsets)."""
+    return ceil_div(a, b) * b
+
+
 def check_finite(t: Tensor, name: str) -> None:
     """Refuse NaN/Inf before quantizing: absmax scales would silently poison a whole row."""
     if not torch.isfinite(t).all():

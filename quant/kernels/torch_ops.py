@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..formats import QuantFormat, QTensor
-from ..formats.base import ceil_div
+from ..formats.base import round_up
 from . import reference, triton_quant
 from .act_quant import quantize_activation
 from .base import EMULATED, Availability, Kernel, bias_as, capability, finish, fp32
@@ -65,7 +65,7 @@ def _block_scale_b(s: Tensor) -> Tensor:
     own tests build it): the transpose [L4, N/128] of a row-major [N/128, L4] buffer, L4 = K/128
     rounded up to a multiple of 4 (padding columns are zero)."""
     nb, kb = s.shape
-    l4 = ceil_div(kb, 4) * 4
+    l4 = round_up(kb, 4)
     if l4 != kb or not s.is_contiguous():
         padded = s.new_zeros(nb, l4)
         padded[:, :kb] = s

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..formats.base import ceil_div
+from ..formats.base import round_up
 from .triton_launch import hooked, launch_compiled
 
 try:
@@ -122,5 +122,5 @@ def _build(log: list, x, q, s, w, sw, bias, out) -> Optional[LinearPlan]:
             consts.append(v)
         launches.append((run, function, metadata, grid, operator.itemgetter(*picks)))
     q_bytes = q.untyped_storage().nbytes()
-    s_offset = ceil_div(q_bytes, ALIGN) * ALIGN
+    s_offset = round_up(q_bytes, ALIGN)
     return LinearPlan(launches, tuple(consts), s_offset + s.untyped_storage().nbytes(), s_offset, tuple(out.shape))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..formats.base import E4M3_MAX, INT8_MAX, TINY, QTensor, ceil_div
+from ..formats.base import E4M3_MAX, INT8_MAX, TINY, QTensor, ceil_div, round_up
 
 try:  # Triton is optional: CPU-only installs fall back to plain torch.
     import triton
@@ -147,7 +147,7 @@ def quantize_group128(x: torch.Tensor) -> QTensor:
         raise ValueError(f"fp8_block128: K = {k} is not divisible by the block size {GROUP}")
     ng = k // GROUP
     q = torch.empty((m, k), device=x.device, dtype=torch.float8_e4m3fn)
-    m4 = ceil_div(max(m, 1), 4) * 4  # leading dimension padded to 4 floats: cuBLAS' blockwise scales need it
+    m4 = round_up(max(m, 1), 4)  # leading dimension padded to 4 floats: cuBLAS' blockwise scales need it
     s = torch.empty_strided((m, ng), (1, m4), device=x.device, dtype=torch.float32)
     if m == 0:
         return QTensor(q, s)

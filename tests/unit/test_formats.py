@@ -396,3 +396,10 @@ def test_swizzle_matches_comfy_kitchen(rows, cols):
     s = torch.randn(rows, cols)
     assert torch.equal(swizzle.to_blocked(s), fu.to_blocked(s, flatten=False))
     assert torch.equal(swizzle.from_blocked(fu.to_blocked(s, flatten=False), rows, cols), s)
+
+
+def test_block_count_and_round_up_helpers():
+    from quant.formats.base import ceil_div, round_up
+
+    assert [ceil_div(a, 128) for a in (0, 1, 128, 129, 5120)] == [0, 1, 1, 2, 40]
+    assert [round_up(a, 4) for a in (0, 1, 4, 5, 257)] == [0, 4, 4, 8, 260]
