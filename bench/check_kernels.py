@@ -153,7 +153,8 @@ def check_linears():
 
 def check_plans():
     """Launch plans (kernels.triton_plan) must replay the generic path exactly: the third call of a shape,
-    a fresh input on it, an input 2 bytes off alignment (the plan declines it), and under CUDA-graph capture."""
+    a fresh input on it, an input 2 bytes off alignment (the plan declines it), under CUDA-graph capture,
+    and four calls issued back to back on each of two streams (the kept workspaces)."""
     from quant.kernels import triton_plan
     from quant.kernels.base import fp32
 
@@ -188,13 +189,26 @@ def check_plans():
                 static_y = lin(static_x)
             static_x.copy_(x2)
             g.replay()
+            xs = [xin(m, k) for _ in range(4)]
+            triton_plan.ENABLED = False
+            want = [lin(t) for t in xs]
+            triton_plan.ENABLED = True
+            poison()
+            got = [lin(t) for t in xs]  # back to back, one kept workspace, no sync between
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                got += [lin(t) for t in xs]  # another stream: its own workspace
+            torch.cuda.current_stream().wait_stream(side)
             torch.cuda.synchronize()
+            streams = all(torch.equal(a, b) for a, b in zip(got, want + want))
             err = rel(y_plan, reference.linear(x2, wq, b, f))
             check(planned and same and torch.equal(y_plan, y_gen) and torch.equal(y_mis, y_gen)
-                  and torch.equal(static_y, y_gen) and err < 1e-2,
+                  and torch.equal(static_y, y_gen) and streams and err < 1e-2,
                   f"plan triton/{fmt} {m}x{k}x{n} bias={has_bias}: planned {planned}, replay == first call {same}, "
                   f"fresh input == generic path {torch.equal(y_plan, y_gen)}, unaligned input "
-                  f"{torch.equal(y_mis, y_gen)}, CUDA graph {torch.equal(static_y, y_gen)}, rel err {err:.1e}")
+                  f"{torch.equal(y_mis, y_gen)}, CUDA graph {torch.equal(static_y, y_gen)}, back to back on two "
+                  f"streams {streams}, rel err {err:.1e}")
 
 
 def check_compile():

@@ -26,12 +26,12 @@ def scale_dtype(fmt: QuantFormat) -> torch.dtype:
 
 def quantized_linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat, kernel: str) -> Tensor:
     """y = x @ dequant(w).T + bias for x [..., K] (any leading dims, any strides) -> [..., N] in x.dtype."""
+    if x.dim() == 2 and x.numel():  # the common case: no reshape round trip
+        return run_linear(kernel, x, w, bias, fmt)
     n = w.data.shape[0]
     lead = x.shape[:-1]
     if x.numel() == 0:
         return x.new_zeros(*lead, n)
-    if x.dim() == 2:  # the common case: no reshape round trip
-        return run_linear(kernel, x, w, bias, fmt)
     out = run_linear(kernel, x.reshape(-1, x.shape[-1]), w, bias, fmt)
     return out.reshape(*lead, n)
 
@@ -96,11 +96,11 @@ class QuantLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """y = x @ dequant(weight).T + bias; weight, scales and bias moved to x's device only when elsewhere."""
-        w, bias = self.qweight(), self.bias
-        if self.weight.device != x.device:
-            w = w.to(x.device)
-        if bias is not None and bias.device != x.device:
-            bias = bias.to(x.device)
+        w, bias, dev = self.qweight(), self.bias, x.device
+        if self.weight.device != dev:
+            w = w.to(dev)
+        if bias is not None and bias.device != dev:
+            bias = bias.to(dev)
         return quantized_linear(x, w, bias, self.fmt, self.kernel)
 
     def extra_repr(self) -> str:

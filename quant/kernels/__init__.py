@@ -74,7 +74,7 @@ def select(kernel: Optional[str], fmt: str, device: torch.device, label: str,
 
 def run_linear(kernel: str, x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> Tensor:
     """x [M, K] -> [M, N] in x.dtype with the chosen kernel; inputs off CUDA take the reference math."""
-    if x.device.type != "cuda":
+    if not x.is_cuda:
         return reference.linear(x, w, bias, fmt)
     return KERNELS[kernel].linear(x, w, bias, fmt)
 

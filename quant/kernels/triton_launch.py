@@ -9,16 +9,23 @@ a TMA descriptor's element type and block shape),
 so a call never reuses a binary compiled for different assumptions. With launch hooks set (profilers),
 or on a Triton whose compiled kernels lack `run` / `function` / `packed_metadata`, calls take the
 normal path. `recording()` lists the direct launches of a block of code (kernels.triton_plan replays them).
+`bind()` turns one launch into a call of Triton's C launcher with the constant arguments already in place.
 """
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import torch
+import triton
 from triton import knobs
 from triton.runtime import driver
+
+# Triton releases whose compiled-kernel launcher (`CompiledKernel.run`) was read and run on a GPU with
+# bind()'s direct C call: its Python __call__ only allocates scratch buffers (none for these kernels) and
+# forwards (grid, stream, function, cooperative, pdl, global scratch, profile scratch, *args).
+_C_LAUNCH_VERIFIED = ("3.6.",)
 
 
 def _desc_spec(d) -> tuple:
@@ -60,6 +67,20 @@ class Launch(NamedTuple):
 def launch_compiled(run, function, metadata, grid: tuple, stream: int, args) -> None:
     """Hand arguments (runtime ones, then constexprs) to a compiled kernel's launcher on a 3-D grid."""
     run(grid[0], grid[1], grid[2], stream, function, metadata, None, None, None, *args)
+
+
+def bind(run, function, metadata, grid: tuple) -> Callable[[int, tuple], None]:
+    """launch(stream, args) == launch_compiled(run, function, metadata, grid, stream, args), with what
+    does not change between calls bound: on a Triton in _C_LAUNCH_VERIFIED and a kernel that needs no
+    scratch memory, straight into the C launcher (~1.3 us a launch less on the device host, NOTES v9)."""
+    gx, gy, gz = grid
+    c_launch = getattr(run, "launch", None)
+    if (c_launch is None or not triton.__version__.startswith(_C_LAUNCH_VERIFIED)
+            or getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1)):
+        return lambda stream, args: run(gx, gy, gz, stream, function, metadata, None, None, None, *args)
+    coop, pdl = run.launch_cooperative_grid, run.launch_pdl
+    return lambda stream, args: c_launch(gx, gy, gz, stream, function, coop, pdl, None, None, metadata,
+                                         None, None, None, *args)
 
 
 _REC = threading.local()

@@ -7,7 +7,7 @@ never reuse a binary for a call whose alignment / integer specialization differs
 import pytest
 import torch
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 from triton_fakes import FakeDriver, FakeJIT  # noqa: E402
 
@@ -99,6 +99,34 @@ def test_hooked_reads_empty_chains_as_unhooked():
     assert not triton_launch._hooked(Chain([]))
     assert triton_launch._hooked(Chain([print]))
     assert triton_launch._hooked(print)
+
+
+class FakeLauncher:
+    """A compiled kernel's launcher: the Python wrapper and the C function under it log what they get."""
+
+    launch_cooperative_grid, launch_pdl = False, True
+
+    def __init__(self, scratch=0):
+        self.log = []
+        self.global_scratch_size = self.profile_scratch_size = scratch
+
+    def __call__(self, *a):
+        self.log.append(("wrapper", a))
+
+    def launch(self, *a):
+        self.log.append(("c", a))
+
+
+def test_bind_calls_the_c_launcher_only_where_verified(monkeypatch):
+    monkeypatch.setattr(triton_launch, "_C_LAUNCH_VERIFIED", (triton.__version__,))
+    run = FakeLauncher()
+    triton_launch.bind(run, "fn", "meta", (3, 2, 1))(99, (7, 8))
+    assert run.log == [("c", (3, 2, 1, 99, "fn", False, True, None, None, "meta", None, None, None, 7, 8))]
+    for run in (FakeLauncher(scratch=64), FakeLauncher()):  # needs scratch memory; a Triton not verified
+        if not run.global_scratch_size:
+            monkeypatch.setattr(triton_launch, "_C_LAUNCH_VERIFIED", ("0.0.",))
+        triton_launch.bind(run, "fn", "meta", (3, 2, 1))(99, (7, 8))
+        assert run.log == [("wrapper", (3, 2, 1, 99, "fn", "meta", None, None, None, 7, 8))]
 
 
 def test_size_helpers():

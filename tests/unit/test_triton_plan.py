@@ -1,9 +1,11 @@
 """Launch plans (kernels.triton_plan) and launch recording (kernels.triton_launch), without a GPU.
 
 Fake compiled kernels log what they are handed: a plan must hand the live tensors' pointers, a fresh
-workspace and output, and the recorded ints and constexprs in signature order, and must decline any
+workspace (one kept buffer per thread and stream while small) and output, and the recorded ints and constexprs in signature order, and must decline any
 call whose specialization could differ from the recorded one (unaligned, strided, under a profiler).
 """
+import threading
+
 import pytest
 import torch
 
@@ -20,6 +22,8 @@ def fakes(monkeypatch):
     monkeypatch.setattr(triton_plan, "driver", FakeDriver)
     monkeypatch.setattr(triton_plan, "_PLANS", {})
     monkeypatch.setattr(triton_plan, "ENABLED", True)
+    monkeypatch.setattr(triton_plan, "_capturing", lambda: False)
+    monkeypatch.setattr(triton_plan, "_SCRATCH", threading.local())
 
 
 def test_recording_lists_direct_launches_and_marks_normal_ones():
@@ -137,3 +141,33 @@ def test_disabled_plans_and_the_size_cap(monkeypatch):
         k = triton_plan.plan_key(x, w, sw, b, fmt)
         triton_plan.record(k, fake_log([], x, q, s, w, sw, b, out), x, q, s, w, sw, b, out)
     assert list(triton_plan._PLANS) == [triton_plan.plan_key(x, w, sw, b, "c")]
+
+
+def test_workspace_is_kept_per_thread_and_stream_while_small(monkeypatch):
+    dev = torch.device("cpu")
+    a = triton_plan.workspace(1000, dev, 7)
+    assert triton_plan.workspace(600, dev, 7).data_ptr() == a.data_ptr()  # the next call on the stream reuses it
+    assert triton_plan.workspace(600, dev, 8).data_ptr() != a.data_ptr()  # another stream: its own
+    grown = triton_plan.workspace(5000, dev, 7)
+    assert grown.numel() == 5000 and triton_plan.workspace(1000, dev, 7).data_ptr() == grown.data_ptr()
+    other = []
+    t = threading.Thread(target=lambda: other.append(triton_plan.workspace(600, dev, 7)))
+    t.start()
+    t.join()
+    assert other[0].data_ptr() != grown.data_ptr()  # another thread on the same stream: its own
+    big = triton_plan.SCRATCH_BYTES + 1
+    assert triton_plan.workspace(big, dev, 7).data_ptr() != triton_plan.workspace(big, dev, 7).data_ptr()
+    monkeypatch.setattr(triton_plan, "_capturing", lambda: True)  # a CUDA graph keeps its own pointer
+    captured = triton_plan.workspace(600, dev, 7)
+    assert captured.data_ptr() != grown.data_ptr() and captured.numel() == 600
+
+
+def test_consecutive_planned_calls_share_the_workspace_but_not_the_output():
+    x, q, s, w, sw, b, out = tensors()
+    key = triton_plan.plan_key(x, w, sw, b, "int8")
+    runs = []
+    triton_plan.record(key, fake_log(runs, x, q, s, w, sw, b, out), x, q, s, w, sw, b, out)
+    plan = triton_plan.lookup(key)
+    y1, y2 = plan(x, w, sw, b, 0), plan(x, w, sw, b, 0)
+    assert runs[0][10] == runs[2][10]  # the quantizer's codes pointer
+    assert y1.data_ptr() != y2.data_ptr()

@@ -1,0 +1,168 @@
+"""Where a planned Triton linear's host time goes at small M, and a profile of the T5-XXL forward.
+
+    python bench/probe_host.py [--pieces] [--t5 LAYERS]
+
+--pieces: CPU microseconds per call of each step of a planned call (M = 512, K = N = 4096, fp8 and int8):
+the module forward, the kernel entry, the plan key, the plan call, its two allocations, the stream / device
+queries, the hook check and one compiled launch; bf16 F.linear beside them.
+--t5: one forward of the quant.bench T5-XXL encoder per Triton mm_type under torch.profiler: the
+kernels by GPU time and count, the GPU span of the forward and the host time to issue it.
+"""
+import argparse
+import inspect
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, ".")
+from quant.formats import get_format  # noqa: E402
+from quant.kernels import triton as triton_kernel  # noqa: E402
+from quant.kernels import triton_launch, triton_plan  # noqa: E402
+from quant.linear import QuantLinear  # noqa: E402
+
+
+def cpu_us(fn, n=300, rounds=5):
+    """Median over rounds of the CPU microseconds per call (the GPU drained before each round)."""
+    out = []
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        out.append((time.perf_counter() - t0) / n * 1e6)
+        torch.cuda.synchronize()
+    return sorted(out)[rounds // 2]
+
+
+def pieces():
+    from triton.runtime import driver
+
+    m = k = n = 4096
+    m = 512
+    lin = torch.nn.Linear(k, n, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    dev = torch.cuda.current_device()
+    rows = {"bf16 F.linear": lambda: F.linear(x, lin.weight, lin.bias)}
+    for fmt in ("fp8", "int8"):
+        ql = QuantLinear.from_float(lin, get_format(fmt), "triton")
+        for _ in range(4):
+            ql(x)
+        w, sw, bias = ql.weight, ql.weight_scale, ql.bias
+        key = triton_plan.plan_key(x, w, sw, bias, fmt)
+        plan = triton_plan.lookup(key)
+        print(f"{fmt}: plan {type(plan).__name__}", flush=True)
+        rows[f"{fmt} QuantLinear(x)"] = lambda ql=ql: ql(x)
+        rows[f"{fmt} kernel linear()"] = lambda ql=ql, f=fmt: triton_kernel.linear(x, ql.qweight(), ql.bias, get_format(f))
+        rows[f"{fmt} _w8a8_linear"] = lambda w=w, sw=sw, b=bias, f=fmt: triton_kernel._w8a8_linear(x, w, sw, b, f)
+        rows[f"{fmt} plan call"] = lambda p=plan, w=w, sw=sw, b=bias, d=key[-1]: p(x, w, sw, b, d)
+        if fmt == "fp8":
+            rows["plan_key"] = lambda w=w, sw=sw, b=bias: triton_plan.plan_key(x, w, sw, b, "fp8")
+            rows["lookup"] = lambda key=key: triton_plan.lookup(key)
+            rows["torch.empty work"] = lambda p=plan: torch.empty(p.work_bytes, dtype=torch.uint8, device=x.device)
+            rows["torch.empty out"] = lambda p=plan: torch.empty(p.out_shape, dtype=x.dtype, device=x.device)
+            rows["x.new_empty out"] = lambda p=plan: x.new_empty(p.out_shape)
+            rows["driver get_current_stream"] = lambda: driver.active.get_current_stream(dev)
+            rows["torch._C._cuda_getCurrentRawStream"] = lambda: torch._C._cuda_getCurrentRawStream(dev)
+            rows["driver get_current_device"] = lambda: driver.active.get_current_device()
+            rows["torch._C._cuda_getDevice"] = lambda: torch._C._cuda_getDevice()
+            rows["x.get_device()"] = lambda: x.get_device()
+            rows["hooked()"] = triton_launch.hooked
+            rows["4 data_ptr + 4 is_contiguous"] = lambda w=w, sw=sw, b=bias: (
+                x.data_ptr(), w.data_ptr(), sw.data_ptr(), b.data_ptr(), x.is_contiguous(), w.is_contiguous(),
+                sw.is_contiguous(), b.is_contiguous())
+            rows["torch.compiler.is_compiling"] = torch.compiler.is_compiling
+            rows["ql.qweight()"] = ql.qweight
+            rows["weight.device != x.device"] = lambda ql=ql: ql.weight.device != x.device
+            launch, pick = plan.launches[0]
+            stream = driver.active.get_current_stream(dev)
+            work = triton_plan.workspace(plan.work_bytes, x.device, stream)
+            out = torch.empty(plan.out_shape, dtype=x.dtype, device=x.device)
+            pq = work.data_ptr()
+            vals = pick((x.data_ptr(), pq, pq + plan.s_offset, w.data_ptr(), sw.data_ptr(), bias.data_ptr(),
+                         out.data_ptr(), *plan.consts))
+            rows["workspace() (kept buffer)"] = lambda p=plan: triton_plan.workspace(p.work_bytes, x.device, stream)
+            rows["quantizer bound launch"] = lambda: launch(stream, vals)
+            print("bound launch:", launch.__code__.co_names, flush=True)
+    for name, fn in rows.items():
+        fn()
+        print(f"  {name:40s} {cpu_us(fn):7.2f} us/call", flush=True)
+    print("T5 shapes, no bias (M = 512): CPU us per QuantLinear call")
+    for kk, nn_ in ((4096, 4096), (4096, 10240), (10240, 4096)):
+        lin = torch.nn.Linear(kk, nn_, bias=False, device="cuda", dtype=torch.bfloat16)
+        xx = torch.randn(m, kk, device="cuda", dtype=torch.bfloat16)
+        line = [f"  {kk}x{nn_}: bf16 {cpu_us(lambda: F.linear(xx, lin.weight)):.1f}"]
+        for fmt in ("fp8", "int8"):
+            ql = QuantLinear.from_float(lin, get_format(fmt), "triton")
+            for _ in range(4):
+                ql(xx)
+            line.append(f"{fmt} {cpu_us(lambda: ql(xx)):.1f}")
+        print(", ".join(line), flush=True)
+
+
+def t5(layers: int):
+    from torch.profiler import ProfilerActivity, profile
+
+    from quant.bench_encoders import T5Encoder, host_ms
+    from quant.bench_models import linear_slots
+    from quant.schemes import resolve
+
+    dev = torch.device("cuda")
+    model = T5Encoder(layers=layers, device=dev)
+    args = model.inputs(512, dev)
+    slots = linear_slots(model)
+    for mm in ("bf16", "int8-triton", "fp8-triton"):
+        if mm != "bf16":
+            res = resolve(mm, device=dev)
+            for parent, attr, lin in slots:
+                setattr(parent, attr, QuantLinear.from_float(lin, res.scheme.format, res.kernel))
+        with torch.no_grad():
+            for _ in range(4):
+                model(*args)
+            torch.cuda.synchronize()
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            spans = []
+            for _ in range(5):
+                s.record()
+                model(*args)
+                e.record()
+                e.synchronize()
+                spans.append(s.elapsed_time(e))
+            h = host_ms(lambda: model(*args), dev)
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                model(*args)
+                torch.cuda.synchronize()
+        print(f"\n## T5 ({layers} layers) {mm}: GPU span {sorted(spans)[2]:.2f} ms / forward, host {h:.2f} ms", flush=True)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50))
+        if mm != "bf16":
+            import cProfile
+            import pstats
+
+            pr = cProfile.Profile()
+            with torch.no_grad():
+                torch.cuda.synchronize()
+                pr.enable()
+                model(*args)
+                pr.disable()
+                torch.cuda.synchronize()
+            pstats.Stats(pr).sort_stats("tottime").print_stats(12)
+        for parent, attr, lin in slots:
+            setattr(parent, attr, lin)
+        torch.cuda.empty_cache()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pieces", action="store_true")
+    ap.add_argument("--t5", type=int, default=0)
+    a = ap.parse_args()
+    print(f"device {torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
+    if a.pieces:
+        pieces()
+    if a.t5:
+        t5(a.t5)
+
+
+if __name__ == "__main__":
+    main()
