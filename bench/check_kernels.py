@@ -154,7 +154,7 @@ def check_linears():
 def check_plans():
     """Launch plans (kernels.triton_plan) must replay the generic path exactly: the third call of a shape,
     a fresh input on it, an input 2 bytes off alignment (the plan declines it), under CUDA-graph capture,
-    and four calls issued back to back on each of two streams (the kept workspaces)."""
+    four calls issued back to back on each of two streams (the kept workspaces), and a 3-D input."""
     from quant.kernels import triton_plan
     from quant.kernels.base import fp32
 
@@ -202,13 +202,17 @@ def check_plans():
             torch.cuda.current_stream().wait_stream(side)
             torch.cuda.synchronize()
             streams = all(torch.equal(a, b) for a, b in zip(got, want + want))
+            x3 = x2.view(1, m, k)  # leading dims: planned on their own key, output [1, M, N]
+            y3 = [lin(x3) for _ in range(4)][-1]
+            nd = (isinstance(triton_plan._PLANS.get(triton_plan.plan_key(x3, wq.data, fp32(wq.scale), b, fmt)),
+                             triton_plan.LinearPlan) and y3.shape == (1, m, n) and torch.equal(y3[0], y_gen))
             err = rel(y_plan, reference.linear(x2, wq, b, f))
             check(planned and same and torch.equal(y_plan, y_gen) and torch.equal(y_mis, y_gen)
-                  and torch.equal(static_y, y_gen) and streams and err < 1e-2,
+                  and torch.equal(static_y, y_gen) and streams and nd and err < 1e-2,
                   f"plan triton/{fmt} {m}x{k}x{n} bias={has_bias}: planned {planned}, replay == first call {same}, "
                   f"fresh input == generic path {torch.equal(y_plan, y_gen)}, unaligned input "
                   f"{torch.equal(y_mis, y_gen)}, CUDA graph {torch.equal(static_y, y_gen)}, back to back on two "
-                  f"streams {streams}, rel err {err:.1e}")
+                  f"streams {streams}, 3-D input planned and equal {nd}, rel err {err:.1e}")
 
 
 def check_compile():

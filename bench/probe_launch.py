@@ -124,6 +124,7 @@ def main():
                 qs = [QuantLinear.from_float(l, get_format(fmt), kern) for l in lins]
                 call = rotating([lambda x=x, q_=q_: q_(x) for x, q_ in zip(xs, qs)])
                 ms = t(call)
+                b2b = back_to_back_us(base_call)  # bf16 again right before: this host's CPU speed drifts
                 q2b = back_to_back_us(call)
                 same = torch.equal(qs[0](x), qs[0](x))
                 print(f"   {fmt}-{kern}{' (plans)' if kern == 'triton' and plans else ''}: {ms:.4f} ms, {base / ms:.2f}x bf16, "

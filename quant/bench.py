@@ -176,11 +176,12 @@ def format_block(rows: list[dict]) -> str:
 
 
 def format_encoders(rows: list[dict]) -> str:
-    head = ("encoder (tokens)", "method", "ms", "x bf16", "host ms / forward")
+    head = ("encoder (tokens)", "method", "ms", "x bf16", "x bf16 by round", "host ms / forward")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join((f"{r['encoder']} ({r['tokens']})", r["method"], _fmt(r["ms"], ".2f"),
                                          _fmt(r["ratio"], ".3f") + ("x" if r["ratio"] else ""),
+                                         " / ".join(f"{v:.2f}" for v in r.get("round_ratios", ())),
                                          _fmt(r["host_ms"], ".2f"))) + " |")
     return "\n".join(lines)
 

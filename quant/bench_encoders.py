@@ -101,6 +101,10 @@ class ClipVision(nn.Module):
 # recorded on the third call of each shape; the timer's own estimate of a forward's length comes after.
 WARMUP_FORWARDS = 3
 
+# bf16 and every method are timed in turn this many times: on the device host the CPU's speed drifts
+# by up to 2x between seconds (bench/NOTES.md v9), and these forwards are bound by it.
+ROUNDS = 3
+
 # name -> (model class, tokens)
 ENCODERS: dict[str, tuple[type, int]] = {"t5xxl": (T5Encoder, 512), "clip-h": (ClipVision, 257)}
 
@@ -120,9 +124,10 @@ def host_ms(fn: Callable[[], object], device: torch.device, runs: int = 9) -> fl
 
 
 def bench_encoder(name: str, mm_types: list[str], device: torch.device, timer,
-                  model: nn.Module | None = None) -> list[dict]:
+                  model: nn.Module | None = None, rounds: int = ROUNDS) -> list[dict]:
     """One encoder's forward in bf16 and with every linear quantized (each native mm_type): time, ratio
-    and host (enqueue) time. `model` overrides the real-size one (tests use tiny ones)."""
+    and host (enqueue) time, medians over `rounds` rounds, and each round's ratio. `model` overrides
+    the real-size one (tests use tiny ones)."""
     cls, tokens = ENCODERS[name]
     if model is None:
         model = cls(device=device)
@@ -134,4 +139,20 @@ def bench_encoder(name: str, mm_types: list[str], device: torch.device, timer,
             fn()
         return dict(encoder=name, tokens=tokens, ms=timer(fn), host_ms=host_ms(fn, device))
 
-    return add_ratios(per_method(model, mm_types, device, measure), "ms")
+    return combine_rounds([add_ratios(per_method(model, mm_types, device, measure), "ms") for _ in range(rounds)])
+
+
+def combine_rounds(runs: list[list[dict]]) -> list[dict]:
+    """One row per method (first round's order): median ms, host ms and ratio over the rounds it ran in,
+    plus `round_ratios`, each round's ratio to that round's bf16."""
+    by: dict[str, list[dict]] = {}
+    for rows in runs:
+        for r in rows:
+            by.setdefault(r["method"], []).append(r)
+    out = []
+    for rs in by.values():
+        ratios = [r["ratio"] for r in rs if r["ratio"] is not None]
+        out.append(dict(rs[0], ms=statistics.median(r["ms"] for r in rs),
+                        host_ms=statistics.median(r["host_ms"] for r in rs),
+                        ratio=statistics.median(ratios) if ratios else None, round_ratios=ratios))
+    return out

@@ -26,14 +26,9 @@ def scale_dtype(fmt: QuantFormat) -> torch.dtype:
 
 def quantized_linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat, kernel: str) -> Tensor:
     """y = x @ dequant(w).T + bias for x [..., K] (any leading dims, any strides) -> [..., N] in x.dtype."""
-    if x.dim() == 2 and x.numel():  # the common case: no reshape round trip
-        return run_linear(kernel, x, w, bias, fmt)
-    n = w.data.shape[0]
-    lead = x.shape[:-1]
     if x.numel() == 0:
-        return x.new_zeros(*lead, n)
-    out = run_linear(kernel, x.reshape(-1, x.shape[-1]), w, bias, fmt)
-    return out.reshape(*lead, n)
+        return x.new_zeros(*x.shape[:-1], w.data.shape[0])
+    return run_linear(kernel, x, w, bias, fmt)
 
 
 def _frozen(t: Tensor) -> nn.Parameter:

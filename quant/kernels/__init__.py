@@ -73,10 +73,15 @@ def select(kernel: Optional[str], fmt: str, device: torch.device, label: str,
 
 
 def run_linear(kernel: str, x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> Tensor:
-    """x [M, K] -> [M, N] in x.dtype with the chosen kernel; inputs off CUDA take the reference math."""
+    """x [..., K] (not empty) -> [..., N] in x.dtype with the chosen kernel; inputs off CUDA take the
+    reference math. Leading dims are flattened for kernels (and the reference) that take [M, K] only."""
+    k = KERNELS[kernel]
+    if x.dim() != 2 and not (k.leading_dims and x.is_cuda):
+        out = run_linear(kernel, x.reshape(-1, x.shape[-1]), w, bias, fmt)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
     if not x.is_cuda:
         return reference.linear(x, w, bias, fmt)
-    return KERNELS[kernel].linear(x, w, bias, fmt)
+    return k.linear(x, w, bias, fmt)
 
 
 __all__ = ["KERNELS", "FASTEST", "FASTEST_SM90", "Availability", "Kernel", "KernelUnavailable", "NATIVE",

@@ -35,7 +35,9 @@ class Kernel:
     """A kernel library: name (the mm_type suffix), formats it implements, install hint, probe, linear.
 
     probe(format_name, device) says whether it runs there; linear does activation quantization +
-    GEMM + scales + bias for CUDA inputs (CPU inputs always take the reference path, see registry).
+    GEMM + scales + bias for CUDA inputs (CPU inputs always take the reference path, see registry):
+    x [M, K] -> [M, N], or with leading_dims x [..., K] -> [..., N] (saves two reshapes a call, which
+    show at small M).
     """
 
     name: str
@@ -43,6 +45,7 @@ class Kernel:
     install_hint: str
     probe: Callable[[str, torch.device], Availability]
     linear: LinearFn
+    leading_dims: bool = False
 
 
 def capability(device: torch.device) -> Optional[tuple[int, int]]:

@@ -7,7 +7,7 @@ per-(1x128) x per-(128x128) scales applied in the main loop; the activation quan
 Triton quantizer, or (FUSED_BLOCK128_QUANT) per 1x128 tile inside the GEMM's main loop.
 
 The linear is the torch custom op `comfyui_quantized::triton_w8a8_linear` (with a fake kernel), so
-torch.compile / TorchCompileModel graphs keep it as one node. Importing this module never launches
+torch.compile / TorchCompileModel graphs keep it as one node; eager calls skip the op's dispatch. Importing this module never launches
 anything; on a machine without CUDA or Triton the probe says why it cannot run.
 """
 from __future__ import annotations
@@ -36,28 +36,34 @@ _MODS: list = []  # (triton_gemm, triton_quant.quantize, triton_launch, triton_p
 
 
 def _w8a8_linear(x: Tensor, w: Tensor, w_scale: Tensor, bias: Optional[Tensor], fmt: str) -> Tensor:
-    """x [M, K] float -> [M, N] in x.dtype; w [N, K] int8/e4m3 with its scales (see quant/formats).
+    """x [..., K] float -> [..., N] in x.dtype; w [N, K] int8/e4m3 with its scales (see quant/formats).
 
-    Quantizer + GEMM; a shape's later calls replay the recorded launches (kernels.triton_plan)."""
+    Quantizer + GEMM over x as [M, K]; a shape's later calls replay the recorded launches on x as it
+    comes (kernels.triton_plan)."""
     if not _MODS:
         from . import triton_gemm, triton_launch, triton_plan
         from .triton_quant import quantize
 
         _MODS.extend((triton_gemm, quantize, triton_launch, triton_plan))
     triton_gemm, quantize, triton_launch, triton_plan = _MODS
-    if fmt == "fp8_block128" and FUSED_BLOCK128_QUANT:
-        return triton_gemm.w8a8_gemm(x, None, w, w_scale, bias, x.dtype, grouped=True, a_fused=True)
-    key = triton_plan.plan_key(x, w, w_scale, bias, fmt)
-    plan = triton_plan.lookup(key)
-    if plan is not None:
-        out = plan(x, w, w_scale, bias, key[-1])
-        if out is not None:
-            return out
-    with triton_launch.recording() as log:
-        xq = quantize(x, fmt)
-        out = triton_gemm.w8a8_gemm(xq.data, xq.scale, w, w_scale, bias, x.dtype, grouped=fmt == "fp8_block128")
-    triton_plan.record(key, log, x, xq.data, xq.scale, w, w_scale, bias, out)
-    return out
+    fused = fmt == "fp8_block128" and FUSED_BLOCK128_QUANT
+    if not fused:
+        key = triton_plan.plan_key(x, w, w_scale, bias, fmt)
+        plan = triton_plan.lookup(key)
+        if plan is not None:
+            out = plan(x, w, w_scale, bias, key[-1])
+            if out is not None:
+                return out
+    out_shape = (*x.shape[:-1], w.shape[0])
+    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+    if fused:
+        out = triton_gemm.w8a8_gemm(x2, None, w, w_scale, bias, x.dtype, grouped=True, a_fused=True)
+    else:
+        with triton_launch.recording() as log:
+            xq = quantize(x2, fmt)
+            out = triton_gemm.w8a8_gemm(xq.data, xq.scale, w, w_scale, bias, x.dtype, grouped=fmt == "fp8_block128")
+        triton_plan.record(key, log, x2, xq.data, xq.scale, w, w_scale, bias, out, out_shape)
+    return out if x.dim() == 2 else out.view(out_shape)
 
 
 w8a8_linear = torch.library.custom_op("comfyui_quantized::triton_w8a8_linear", _w8a8_linear, mutates_args=())
@@ -69,13 +75,15 @@ def _(x, w, w_scale, bias, fmt):
 
 
 def linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> Tensor:
-    """x [M, K] on CUDA -> [M, N] in x.dtype."""
-    fmt.check_k(x.shape[1])
+    """x [..., K] on CUDA -> [..., N] in x.dtype."""
+    fmt.check_k(x.shape[-1])
     scale = fp32(w.scale)
-    # Eager: call the implementation directly (the custom-op dispatch costs ~tens of us per call,
-    # which shows at small M); under torch.compile: the custom op, one opaque graph node.
-    op = w8a8_linear if torch.compiler.is_compiling() else _w8a8_linear
-    return op(x, w.data, scale, bias, fmt.name)
+    if torch.compiler.is_compiling():  # the custom op over [M, K]: one opaque graph node
+        out = w8a8_linear(x.reshape(-1, x.shape[-1]), w.data, scale, bias, fmt.name)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+    # Eager: the implementation directly (the custom-op dispatch costs ~tens of us a call, which shows
+    # at small M), on x as it comes.
+    return _w8a8_linear(x, w.data, scale, bias, fmt.name)
 
 
 KERNEL = Kernel(
@@ -84,4 +92,5 @@ KERNEL = Kernel(
     install_hint="pip install triton (Linux wheels ship with PyTorch)",
     probe=probe,
     linear=linear,
+    leading_dims=True,
 )

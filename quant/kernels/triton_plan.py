@@ -107,9 +107,10 @@ def lookup(key: tuple) -> Optional[LinearPlan]:
 
 
 def record(key: tuple, log: list, x: Tensor, q: Tensor, s: Tensor, w: Tensor, sw: Tensor,
-           bias: Optional[Tensor], out: Tensor) -> None:
+           bias: Optional[Tensor], out: Tensor, out_shape: tuple) -> None:
     """Build the key's plan from one generic call's launches (kernels.triton_launch.recording) and the
-    tensors it used. A first call (compiling / autotuning) leaves no plan yet; launches whose arguments
+    tensors it used (x and out as the launches saw them: [M, K], [M, N]); the plan's calls return
+    out_shape (the caller's leading dims + N: a plan takes x with the leading dims of its key). A first call (compiling / autotuning) leaves no plan yet; launches whose arguments
     are not these tensors and ints (TMA descriptors) are marked never to be planned. A call whose
     tensors are unaligned or strided (a specialization the plan's calls would not check for) is not
     recorded."""
@@ -122,10 +123,10 @@ def record(key: tuple, log: list, x: Tensor, q: Tensor, s: Tensor, w: Tensor, sw
         return  # the workspace layout assumes both start their own storage
     if len(_PLANS) >= MAX_PLANS:
         _PLANS.clear()
-    _PLANS[key] = _build(log, x, q, s, w, sw, bias, out) or False
+    _PLANS[key] = _build(log, x, q, s, w, sw, bias, out, tuple(out_shape)) or False
 
 
-def _build(log: list, x, q, s, w, sw, bias, out) -> Optional[LinearPlan]:
+def _build(log: list, x, q, s, w, sw, bias, out, out_shape: tuple) -> Optional[LinearPlan]:
     roles = {id(x): X, id(q): Q, id(s): S, id(w): W, id(sw): SW, id(out): C}
     if bias is not None:
         roles[id(bias)] = B
@@ -149,4 +150,4 @@ def _build(log: list, x, q, s, w, sw, bias, out) -> Optional[LinearPlan]:
         launches.append((bind(run, function, metadata, grid), operator.itemgetter(*picks)))
     q_bytes = q.untyped_storage().nbytes()
     s_offset = round_up(q_bytes, ALIGN)
-    return LinearPlan(launches, tuple(consts), s_offset + s.untyped_storage().nbytes(), s_offset, tuple(out.shape))
+    return LinearPlan(launches, tuple(consts), s_offset + s.untyped_storage().nbytes(), s_offset, out_shape)

@@ -121,11 +121,25 @@ def test_encoder_bench_runs_tiny_on_cpu(name, cls, kw):
     x = enc.inputs(bench_encoders.ENCODERS[name][1], torch.device("cpu"))
     assert enc(*x).shape == (1, bench_encoders.ENCODERS[name][1], 64)
     rows = bench_encoders.bench_encoder(name, ["int8-torch"], torch.device("cpu"),
-                                        bench.make_timer(torch.device("cpu"), 1), model=enc)
+                                        bench.make_timer(torch.device("cpu"), 1), model=enc, rounds=2)
     assert [r["method"] for r in rows] == [bench.BASELINE, "int8-torch"]
     assert rows[0]["ratio"] == 1.0 and rows[1]["ms"] > 0 and rows[1]["host_ms"] > 0
+    assert rows[0]["round_ratios"] == [1.0, 1.0] and len(rows[1]["round_ratios"]) == 2
     text = bench.format_encoders(rows)
     assert text.count("\n") == 3 and f"| {name} ({bench_encoders.ENCODERS[name][1]}) | int8-torch |" in text
+
+
+def test_rounds_combine_into_medians_per_method():
+    def row(method, ms, ratio):
+        return dict(encoder="t5xxl", tokens=512, method=method, ms=ms, host_ms=ms, ratio=ratio)
+
+    runs = [[row("bf16", 10, 1.0), row("a", 20, 0.5)], [row("bf16", 12, 1.0), row("a", 10, 1.2), row("b", 5, 2.4)],
+            [row("bf16", 11, 1.0), row("a", 11, 1.0)]]
+    out = bench_encoders.combine_rounds(runs)
+    assert [r["method"] for r in out] == ["bf16", "a", "b"]
+    assert out[1]["ms"] == 11 and out[1]["ratio"] == 1.0 and out[1]["round_ratios"] == [0.5, 1.2, 1.0]
+    assert out[2]["round_ratios"] == [2.4] and out[0]["host_ms"] == 11
+    assert "| 0.50 / 1.20 / 1.00 |" in bench.format_encoders(out)
 
 
 def test_encoders_flag_parses():

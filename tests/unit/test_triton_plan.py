@@ -78,7 +78,7 @@ def test_plan_replays_the_launches_with_the_live_tensors(bias):
     x, q, s, w, sw, b, out = tensors(bias=bias)
     key = triton_plan.plan_key(x, w, sw, b, "int8")
     runs = []
-    triton_plan.record(key, fake_log(runs, x, q, s, w, sw, b, out), x, q, s, w, sw, b, out)
+    triton_plan.record(key, fake_log(runs, x, q, s, w, sw, b, out), x, q, s, w, sw, b, out, out.shape)
     plan = triton_plan.lookup(key)
     assert isinstance(plan, triton_plan.LinearPlan)
     x2 = torch.randn_like(x)
@@ -97,7 +97,7 @@ def test_plan_replays_the_launches_with_the_live_tensors(bias):
 def test_plan_declines_calls_it_was_not_recorded_for(monkeypatch):
     x, q, s, w, sw, b, out = tensors()
     key = triton_plan.plan_key(x, w, sw, b, "fp8")
-    triton_plan.record(key, fake_log([], x, q, s, w, sw, b, out), x, q, s, w, sw, b, out)
+    triton_plan.record(key, fake_log([], x, q, s, w, sw, b, out), x, q, s, w, sw, b, out, out.shape)
     plan = triton_plan.lookup(key)
     buf = torch.empty(8 * 32 + 1, dtype=torch.bfloat16)
     unaligned = buf[1:].view(8, 32)
@@ -113,19 +113,19 @@ def test_what_is_not_planned():
     x, q, s, w, sw, b, out = tensors()
     key = triton_plan.plan_key(x, w, sw, b, "int8")
     log = fake_log([], x, q, s, w, sw, b, out)
-    triton_plan.record(key, [None, log[1]], x, q, s, w, sw, b, out)  # a first (compiling) call
+    triton_plan.record(key, [None, log[1]], x, q, s, w, sw, b, out, out.shape)  # a first (compiling) call
     assert key not in triton_plan._PLANS
     other = torch.empty(16, 1)
     bad = [log[0], log[1]._replace(args=(q, w, out, other, sw, b, 8, 16, 32))]
-    triton_plan.record(key, bad, x, q, s, w, sw, b, out)  # a tensor the plan cannot name
+    triton_plan.record(key, bad, x, q, s, w, sw, b, out, out.shape)  # a tensor the plan cannot name
     assert triton_plan._PLANS[key] is False and triton_plan.lookup(key) is None
     key2 = triton_plan.plan_key(x, w, sw, b, "fp8")
     desc = [log[0], log[1]._replace(args=(object(), w, out, s, sw, b, 8, 16, 32))]  # a TMA descriptor
-    triton_plan.record(key2, desc, x, q, s, w, sw, b, out)
+    triton_plan.record(key2, desc, x, q, s, w, sw, b, out, out.shape)
     assert triton_plan._PLANS[key2] is False
     xs = torch.empty(8, 64, dtype=torch.bfloat16)[:, :32]  # recorded on a strided input: wait for a plain one
     key3 = triton_plan.plan_key(xs, w, sw, b, "fp8_block128")
-    triton_plan.record(key3, fake_log([], xs, q, s, w, sw, b, out), xs, q, s, w, sw, b, out)
+    triton_plan.record(key3, fake_log([], xs, q, s, w, sw, b, out), xs, q, s, w, sw, b, out, out.shape)
     assert key3 not in triton_plan._PLANS
 
 
@@ -133,13 +133,13 @@ def test_disabled_plans_and_the_size_cap(monkeypatch):
     x, q, s, w, sw, b, out = tensors()
     key = triton_plan.plan_key(x, w, sw, b, "int8")
     monkeypatch.setattr(triton_plan, "ENABLED", False)
-    triton_plan.record(key, fake_log([], x, q, s, w, sw, b, out), x, q, s, w, sw, b, out)
+    triton_plan.record(key, fake_log([], x, q, s, w, sw, b, out), x, q, s, w, sw, b, out, out.shape)
     assert not triton_plan._PLANS
     monkeypatch.setattr(triton_plan, "ENABLED", True)
     monkeypatch.setattr(triton_plan, "MAX_PLANS", 2)
     for fmt in ("a", "b", "c"):
         k = triton_plan.plan_key(x, w, sw, b, fmt)
-        triton_plan.record(k, fake_log([], x, q, s, w, sw, b, out), x, q, s, w, sw, b, out)
+        triton_plan.record(k, fake_log([], x, q, s, w, sw, b, out), x, q, s, w, sw, b, out, out.shape)
     assert list(triton_plan._PLANS) == [triton_plan.plan_key(x, w, sw, b, "c")]
 
 
@@ -166,8 +166,20 @@ def test_consecutive_planned_calls_share_the_workspace_but_not_the_output():
     x, q, s, w, sw, b, out = tensors()
     key = triton_plan.plan_key(x, w, sw, b, "int8")
     runs = []
-    triton_plan.record(key, fake_log(runs, x, q, s, w, sw, b, out), x, q, s, w, sw, b, out)
+    triton_plan.record(key, fake_log(runs, x, q, s, w, sw, b, out), x, q, s, w, sw, b, out, out.shape)
     plan = triton_plan.lookup(key)
     y1, y2 = plan(x, w, sw, b, 0), plan(x, w, sw, b, 0)
     assert runs[0][10] == runs[2][10]  # the quantizer's codes pointer
     assert y1.data_ptr() != y2.data_ptr()
+
+
+def test_a_plan_takes_the_leading_dims_of_its_key():
+    x, q, s, w, sw, b, out = tensors()
+    x3 = x.view(2, 4, 32)
+    key = triton_plan.plan_key(x3, w, sw, b, "int8")
+    runs = []
+    triton_plan.record(key, fake_log(runs, x, q, s, w, sw, b, out), x, q, s, w, sw, b, out, (2, 4, 16))
+    fresh = torch.randn(2, 4, 32, dtype=torch.bfloat16)
+    y = triton_plan.lookup(key)(fresh, w, sw, b, 0)
+    assert y.shape == (2, 4, 16) and runs[0][9] == fresh.data_ptr() and runs[1][11] == y.data_ptr()
+    assert triton_plan.lookup(key)(fresh.transpose(0, 1), w, sw, b, 0) is None  # not contiguous: generic path
