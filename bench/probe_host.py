@@ -5,6 +5,8 @@
 --pieces: CPU microseconds per call of each step of a planned call (M = 512, K = N = 4096, fp8 and int8):
 the module forward, the kernel entry, the plan key, the plan call, its two allocations, the stream / device
 queries, the hook check and one compiled launch; bf16 F.linear beside them.
+--compare: planned fp8 and int8 calls (M = 257 / 512, K = N = 4096) timed in alternation, each launch's
+compiled-kernel metadata, and a cProfile of 300 calls of each.
 --t5: one forward of the quant.bench T5-XXL encoder per Triton mm_type under torch.profiler: the
 kernels by GPU time and count, the GPU span of the forward and the host time to issue it.
 """
@@ -101,6 +103,43 @@ def pieces():
         print(", ".join(line), flush=True)
 
 
+def compare():
+    import cProfile
+    import pstats
+
+    for m in (257, 512):
+        lin = torch.nn.Linear(4096, 4096, device="cuda", dtype=torch.bfloat16)
+        x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
+        qls = {f: QuantLinear.from_float(lin, get_format(f), "triton") for f in ("fp8", "int8")}
+        for f, ql in qls.items():
+            for _ in range(4):
+                ql(x)
+            plan = triton_plan.lookup(triton_plan.plan_key(x, ql.weight, ql.weight_scale, ql.bias, f))
+            for launch, _ in plan.launches:
+                cells = dict(zip(launch.__code__.co_freevars, (c.cell_contents for c in launch.__closure__)))
+                md = cells.get("metadata")
+                print(f"M={m} {f}: grid {cells.get('gx'), cells.get('gy'), cells.get('gz')} c_launch "
+                      f"{'c_launch' in cells} packed metadata {md}", flush=True)
+        rounds = {f: [] for f in qls}
+        for _ in range(5):
+            for f, ql in qls.items():
+                rounds[f].append(cpu_us(lambda: ql(x), rounds=1))
+        rounds["bf16"] = [cpu_us(lambda: F.linear(x, lin.weight, lin.bias), rounds=1) for _ in range(5)]
+        print(f"M={m} cpu us/call by round: " + "; ".join(f"{f} " + " ".join(f"{v:.1f}" for v in r)
+                                                          for f, r in rounds.items()), flush=True)
+        if m == 512:
+            for f, ql in qls.items():
+                pr = cProfile.Profile()
+                torch.cuda.synchronize()
+                pr.enable()
+                for _ in range(300):
+                    ql(x)
+                pr.disable()
+                torch.cuda.synchronize()
+                print(f"cProfile 300 calls {f}:")
+                pstats.Stats(pr).sort_stats("tottime").print_stats(8)
+
+
 def t5(layers: int):
     from torch.profiler import ProfilerActivity, profile
 
@@ -155,11 +194,14 @@ def t5(layers: int):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pieces", action="store_true")
+    ap.add_argument("--compare", action="store_true")
     ap.add_argument("--t5", type=int, default=0)
     a = ap.parse_args()
     print(f"device {torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
     if a.pieces:
         pieces()
+    if a.compare:
+        compare()
     if a.t5:
         t5(a.t5)
 

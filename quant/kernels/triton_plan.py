@@ -68,12 +68,13 @@ def workspace(nbytes: int, device: torch.device, stream: int) -> Tensor:
 class LinearPlan:
     """The recorded launches of one linear shape; call with the live tensors (see module docstring)."""
 
-    __slots__ = ("launches", "consts", "work_bytes", "s_offset", "out_shape")
+    __slots__ = ("launches", "consts", "work_bytes", "s_offset", "out_shape", "stream_of")
 
     def __init__(self, launches: list, consts: tuple, work_bytes: int, s_offset: int, out_shape: tuple):
         self.launches = launches  # (triton_launch.bind(...), itemgetter over pointers + consts)
         self.consts = consts
         self.work_bytes, self.s_offset, self.out_shape = work_bytes, s_offset, out_shape
+        self.stream_of = driver.active.get_current_stream  # device -> its current stream (resolved once)
 
     def __call__(self, x: Tensor, w: Tensor, sw: Tensor, bias: Optional[Tensor], device: int) -> Optional[Tensor]:
         """x [M, K] -> out [M, N] as the generic path computes it, or None when this call does not fit.
@@ -83,10 +84,9 @@ class LinearPlan:
         if (px | pw | psw | pb) & 15 or hooked() or not (
                 x.is_contiguous() and w.is_contiguous() and sw.is_contiguous() and b.is_contiguous()):
             return None
-        stream = driver.active.get_current_stream(device)
-        dev = x.device
-        work = workspace(self.work_bytes, dev, stream)
-        out = torch.empty(self.out_shape, dtype=x.dtype, device=dev)
+        stream = self.stream_of(device)
+        work = workspace(self.work_bytes, x.device, stream)
+        out = x.new_empty(self.out_shape)
         pq = work.data_ptr()
         values = (px, pq, pq + self.s_offset, pw, psw, pb, out.data_ptr(), *self.consts)
         for launch, pick in self.launches:
