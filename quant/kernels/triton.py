@@ -7,8 +7,9 @@ per-(1x128) x per-(128x128) scales applied in the main loop; the activation quan
 Triton quantizer, or (FUSED_BLOCK128_QUANT) per 1x128 tile inside the GEMM's main loop.
 
 The linear is the torch custom op `comfyui_quantized::triton_w8a8_linear` (with a fake kernel), so
-torch.compile / TorchCompileModel graphs keep it as one node; eager calls skip the op's dispatch. Importing this module never launches
-anything; on a machine without CUDA or Triton the probe says why it cannot run.
+torch.compile / TorchCompileModel graphs keep it as one node; eager calls skip the op's dispatch.
+Importing this module never launches anything; on a machine without CUDA or Triton the probe says why
+it cannot run.
 """
 from __future__ import annotations
 

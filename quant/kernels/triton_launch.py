@@ -73,11 +73,11 @@ def bind(run, function, metadata, grid: tuple) -> Callable[[int, tuple], None]:
     """launch(stream, args) == launch_compiled(run, function, metadata, grid, stream, args), with what
     does not change between calls bound: on a Triton in _C_LAUNCH_VERIFIED and a kernel that needs no
     scratch memory, straight into the C launcher (~1.3 us a launch less on the device host, NOTES v9)."""
-    gx, gy, gz = grid
     c_launch = getattr(run, "launch", None)
     if (c_launch is None or not triton.__version__.startswith(_C_LAUNCH_VERIFIED)
             or getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1)):
-        return lambda stream, args: run(gx, gy, gz, stream, function, metadata, None, None, None, *args)
+        return lambda stream, args: launch_compiled(run, function, metadata, grid, stream, args)
+    gx, gy, gz = grid
     coop, pdl = run.launch_cooperative_grid, run.launch_pdl
     return lambda stream, args: c_launch(gx, gy, gz, stream, function, coop, pdl, None, None, metadata,
                                          None, None, None, *args)

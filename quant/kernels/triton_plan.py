@@ -17,9 +17,9 @@ stream run in order: a call's quantizer writes the buffer only after the previou
 it; each thread has its own, so two threads issuing onto one stream never interleave in it. Under
 CUDA-graph capture, and for larger workspaces, each call allocates its own.
 
-Roles in a template: X (activation [M, K]), Q / S (its quantized codes and scales: workspace),
-W / SW (weight [N, K] and its scales), B (bias, or SW where a launch passes it as a placeholder),
-C (output [M, N]); indices >= N_ROLES point into the plan's constants.
+Roles in a template: X (activation [..., K], read as [M, K]), Q / S (its quantized codes and scales:
+workspace), W / SW (weight [N, K] and its scales), B (bias, or SW where a launch passes it as a
+placeholder), C (output [..., N]); indices >= N_ROLES point into the plan's constants.
 """
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ class LinearPlan:
         self.stream_of = driver.active.get_current_stream  # device -> its current stream (resolved once)
 
     def __call__(self, x: Tensor, w: Tensor, sw: Tensor, bias: Optional[Tensor], device: int) -> Optional[Tensor]:
-        """x [M, K] -> out [M, N] as the generic path computes it, or None when this call does not fit.
+        """x [..., K] (the key's shape) -> out [..., N] as the generic path computes it, or None when this
+        call does not fit.
         device: the current CUDA device (Triton launches on its current stream)."""
         b = sw if bias is None else bias
         px, pw, psw, pb = x.data_ptr(), w.data_ptr(), sw.data_ptr(), b.data_ptr()
@@ -110,10 +111,10 @@ def record(key: tuple, log: list, x: Tensor, q: Tensor, s: Tensor, w: Tensor, sw
            bias: Optional[Tensor], out: Tensor, out_shape: tuple) -> None:
     """Build the key's plan from one generic call's launches (kernels.triton_launch.recording) and the
     tensors it used (x and out as the launches saw them: [M, K], [M, N]); the plan's calls return
-    out_shape (the caller's leading dims + N: a plan takes x with the leading dims of its key). A first call (compiling / autotuning) leaves no plan yet; launches whose arguments
-    are not these tensors and ints (TMA descriptors) are marked never to be planned. A call whose
-    tensors are unaligned or strided (a specialization the plan's calls would not check for) is not
-    recorded."""
+    out_shape (the caller's leading dims + N: a plan takes x with the leading dims of its key). A first
+    call (compiling / autotuning) leaves no plan yet; launches whose arguments are not these tensors and
+    ints (TMA descriptors) are marked never to be planned. A call whose tensors are unaligned or strided
+    (a specialization the plan's calls would not check for) is not recorded."""
     if not ENABLED or key in _PLANS or len(log) != 2 or any(entry is None for entry in log):
         return
     inputs = (x, w, sw, *(() if bias is None else (bias,)))
