@@ -11,9 +11,7 @@ compiled-kernel metadata, and a cProfile of 300 calls of each.
 kernels by GPU time and count, the GPU span of the forward and the host time to issue it.
 """
 import argparse
-import inspect
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -24,18 +22,9 @@ from quant.kernels import triton as triton_kernel  # noqa: E402
 from quant.kernels import triton_launch, triton_plan  # noqa: E402
 from quant.linear import QuantLinear  # noqa: E402
 
+from probe_paths import cprofile, cpu_us  # noqa: E402  (bench/ is this script's directory)
 
-def cpu_us(fn, n=300, rounds=5):
-    """Median over rounds of the CPU microseconds per call (the GPU drained before each round)."""
-    out = []
-    for _ in range(rounds):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        out.append((time.perf_counter() - t0) / n * 1e6)
-        torch.cuda.synchronize()
-    return sorted(out)[rounds // 2]
+ROUNDS = 5  # rounds of 300 calls per CPU figure (median): this host's CPU speed drifts
 
 
 def pieces():
@@ -89,24 +78,21 @@ def pieces():
             print("bound launch:", launch.__code__.co_names, flush=True)
     for name, fn in rows.items():
         fn()
-        print(f"  {name:40s} {cpu_us(fn):7.2f} us/call", flush=True)
+        print(f"  {name:40s} {cpu_us(fn, rounds=ROUNDS):7.2f} us/call", flush=True)
     print("T5 shapes, no bias (M = 512): CPU us per QuantLinear call")
     for kk, nn_ in ((4096, 4096), (4096, 10240), (10240, 4096)):
         lin = torch.nn.Linear(kk, nn_, bias=False, device="cuda", dtype=torch.bfloat16)
         xx = torch.randn(m, kk, device="cuda", dtype=torch.bfloat16)
-        line = [f"  {kk}x{nn_}: bf16 {cpu_us(lambda: F.linear(xx, lin.weight)):.1f}"]
+        line = [f"  {kk}x{nn_}: bf16 {cpu_us(lambda: F.linear(xx, lin.weight), rounds=ROUNDS):.1f}"]
         for fmt in ("fp8", "int8"):
             ql = QuantLinear.from_float(lin, get_format(fmt), "triton")
             for _ in range(4):
                 ql(xx)
-            line.append(f"{fmt} {cpu_us(lambda: ql(xx)):.1f}")
+            line.append(f"{fmt} {cpu_us(lambda: ql(xx), rounds=ROUNDS):.1f}")
         print(", ".join(line), flush=True)
 
 
 def compare():
-    import cProfile
-    import pstats
-
     for m in (257, 512):
         lin = torch.nn.Linear(4096, 4096, device="cuda", dtype=torch.bfloat16)
         x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16)
@@ -121,74 +107,52 @@ def compare():
                 print(f"M={m} {f}: grid {cells.get('gx'), cells.get('gy'), cells.get('gz')} c_launch "
                       f"{'c_launch' in cells} packed metadata {md}", flush=True)
         rounds = {f: [] for f in qls}
-        for _ in range(5):
+        for _ in range(ROUNDS):
             for f, ql in qls.items():
-                rounds[f].append(cpu_us(lambda: ql(x), rounds=1))
-        rounds["bf16"] = [cpu_us(lambda: F.linear(x, lin.weight, lin.bias), rounds=1) for _ in range(5)]
+                rounds[f].append(cpu_us(lambda: ql(x)))
+        rounds["bf16"] = [cpu_us(lambda: F.linear(x, lin.weight, lin.bias)) for _ in range(ROUNDS)]
         print(f"M={m} cpu us/call by round: " + "; ".join(f"{f} " + " ".join(f"{v:.1f}" for v in r)
                                                           for f, r in rounds.items()), flush=True)
         if m == 512:
             for f, ql in qls.items():
-                pr = cProfile.Profile()
-                torch.cuda.synchronize()
-                pr.enable()
-                for _ in range(300):
-                    ql(x)
-                pr.disable()
-                torch.cuda.synchronize()
-                print(f"cProfile 300 calls {f}:")
-                pstats.Stats(pr).sort_stats("tottime").print_stats(8)
+                cprofile(lambda: ql(x), f, top=8)
 
 
 def t5(layers: int):
     from torch.profiler import ProfilerActivity, profile
 
     from quant.bench_encoders import T5Encoder, host_ms
-    from quant.bench_models import linear_slots
-    from quant.schemes import resolve
+    from quant.bench_models import per_method
 
     dev = torch.device("cuda")
     model = T5Encoder(layers=layers, device=dev)
     args = model.inputs(512, dev)
-    slots = linear_slots(model)
-    for mm in ("bf16", "int8-triton", "fp8-triton"):
-        if mm != "bf16":
-            res = resolve(mm, device=dev)
-            for parent, attr, lin in slots:
-                setattr(parent, attr, QuantLinear.from_float(lin, res.scheme.format, res.kernel))
-        with torch.no_grad():
-            for _ in range(4):
-                model(*args)
-            torch.cuda.synchronize()
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            spans = []
-            for _ in range(5):
-                s.record()
-                model(*args)
-                e.record()
-                e.synchronize()
-                spans.append(s.elapsed_time(e))
-            h = host_ms(lambda: model(*args), dev)
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                model(*args)
-                torch.cuda.synchronize()
-        print(f"\n## T5 ({layers} layers) {mm}: GPU span {sorted(spans)[2]:.2f} ms / forward, host {h:.2f} ms", flush=True)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50))
-        if mm != "bf16":
-            import cProfile
-            import pstats
+    forward = lambda: model(*args)  # noqa: E731
 
-            pr = cProfile.Profile()
-            with torch.no_grad():
-                torch.cuda.synchronize()
-                pr.enable()
-                model(*args)
-                pr.disable()
-                torch.cuda.synchronize()
-            pstats.Stats(pr).sort_stats("tottime").print_stats(12)
-        for parent, attr, lin in slots:
-            setattr(parent, attr, lin)
-        torch.cuda.empty_cache()
+    def measure():
+        for _ in range(4):
+            forward()
+        torch.cuda.synchronize()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        spans = []
+        for _ in range(5):
+            s.record()
+            forward()
+            e.record()
+            e.synchronize()
+            spans.append(s.elapsed_time(e))
+        h = host_ms(forward, dev)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            forward()
+            torch.cuda.synchronize()
+        q = model.layers[0].q
+        label = f"{q.fmt.name}-{q.kernel}" if hasattr(q, "fmt") else "bf16"
+        print(f"\n## T5 ({layers} layers) {label}: GPU span {sorted(spans)[2]:.2f} ms / forward, host {h:.2f} ms", flush=True)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50))
+        cprofile(forward, f"{label}, one forward", n=1)
+        return {}
+
+    per_method(model, ["int8-triton", "fp8-triton"], dev, measure)  # bf16 first
 
 
 def main():

@@ -21,7 +21,7 @@ from quant.formats.base import E4M3_MAX, TINY  # noqa: E402
 from quant.kernels import triton_plan, triton_quant  # noqa: E402
 from quant.linear import QuantLinear  # noqa: E402
 
-from probe_paths import cpu_us  # noqa: E402  (bench/ is this script's directory)
+from probe_paths import cprofile, cpu_us  # noqa: E402  (bench/ is this script's directory)
 
 # (format, kernel, launch plans on): the Triton linear with and without kernels.triton_plan
 METHODS = [("fp8", "torch", True), ("fp8", "triton", False), ("fp8", "triton", True), ("int8", "triton", False),
@@ -56,9 +56,6 @@ def old_quant(x, q, s):
 
 def pieces(x, lin):
     """CPU us per call of each piece of the fp8-torch path at this M, and a cProfile of two whole paths."""
-    import cProfile
-    import pstats
-
     m, k = x.shape
     q = torch.empty(m, k, device="cuda", dtype=torch.float8_e4m3fn)
     s = torch.empty(m, 1, device="cuda")
@@ -83,15 +80,7 @@ def pieces(x, lin):
     for kern, fmt in (("torch", "fp8"), ("triton", "int8")):
         ql = QuantLinear.from_float(lin, get_format(fmt), kern)
         ql(x)
-        pr = cProfile.Profile()
-        pr.enable()
-        for _ in range(300):
-            ql(x)
-        pr.disable()
-        torch.cuda.synchronize()
-        print(f"   cProfile, 300 calls of {fmt}-{kern} (tottime-sorted):")
-        st = pstats.Stats(pr)
-        st.sort_stats("tottime").print_stats(14)
+        cprofile(lambda: ql(x), f"{fmt}-{kern}", top=14)
 
 
 def main():

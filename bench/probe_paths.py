@@ -23,15 +23,34 @@ def t(fn):
     return do_bench(fn, warmup=50, rep=200, return_mode="median")
 
 
-def cpu_us(fn, n=300):
-    """CPU time per call while the GPU keeps up (enqueue cost: Python + launches)."""
+def cpu_us(fn, n=300, rounds=1):
+    """CPU time per call while the GPU keeps up (enqueue cost: Python + launches); the median of
+    `rounds` rounds of n calls, the GPU drained before each."""
+    out = []
+    for _ in range(rounds):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        out.append((time.perf_counter() - t0) / n * 1e6)
+        torch.cuda.synchronize()
+    return sorted(out)[rounds // 2]
+
+
+def cprofile(fn, label: str, n=300, top=12):
+    """Print the `top` entries (by own time) of a cProfile of n calls of fn."""
+    import cProfile
+    import pstats
+
+    pr = cProfile.Profile()
     torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    pr.enable()
     for _ in range(n):
         fn()
-    c = time.perf_counter() - t0
+    pr.disable()
     torch.cuda.synchronize()
-    return c / n * 1e6
+    print(f"   cProfile, {n} calls of {label} (tottime-sorted):")
+    pstats.Stats(pr).sort_stats("tottime").print_stats(top)
 
 
 def graph_ms(fn):

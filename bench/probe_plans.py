@@ -13,10 +13,8 @@ import torch
 
 sys.path.insert(0, ".")
 from quant.bench_encoders import ENCODERS  # noqa: E402
-from quant.bench_models import linear_slots  # noqa: E402
+from quant.bench_models import per_method  # noqa: E402
 from quant.kernels import triton_plan  # noqa: E402
-from quant.linear import QuantLinear  # noqa: E402
-from quant.schemes import resolve  # noqa: E402
 
 
 def main():
@@ -35,21 +33,20 @@ def main():
     for name, (cls, tokens) in ENCODERS.items():
         model = cls(layers=args.layers, device=dev)
         inputs = model.inputs(tokens, dev)
-        slots = linear_slots(model)
-        for mm in ("int8-triton", "fp8-triton", "fp8-b128-triton"):
-            res = resolve(mm, device=dev)
-            for parent, attr, lin in slots:
-                setattr(parent, attr, QuantLinear.from_float(lin, res.scheme.format, res.kernel))
+
+        def measure():
             triton_plan._PLANS.clear()
-            with torch.no_grad():
-                for _ in range(4):
-                    model(*inputs)
-                seen.clear()
+            for _ in range(4):
                 model(*inputs)
+            seen.clear()
+            model(*inputs)
             torch.cuda.synchronize()
-            print(f"\n{name} {mm}: plans {[(k[0], k[2], k[3], type(v).__name__) for k, v in triton_plan._PLANS.items()]}")
-            print(f"  generic calls in the 5th forward: {len(seen)}; first few: {seen[:4]}")
-        del model
+            return dict(plans=[(k[0], k[2], k[3], type(v).__name__) for k, v in triton_plan._PLANS.items()],
+                        generic=list(seen))
+
+        for row in per_method(model, ["int8-triton", "fp8-triton", "fp8-b128-triton"], dev, measure)[1:]:
+            print(f"\n{name} {row['method']}: plans {row['plans']}")
+            print(f"  generic calls in the 5th forward: {len(row['generic'])}; first few: {row['generic'][:4]}")
         torch.cuda.empty_cache()
 
 

@@ -36,10 +36,11 @@ def block_shapes(meta: dict) -> tuple[list[int], list[int], list[int]]:
     return [bm, bk], [bn, bk], [bm, bn // 2 if meta["EPI_SPLIT"] else bn]
 
 
-def descriptors(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, meta: dict) -> tuple:
-    """Host TMA descriptors of A [M, K], W [N, K] and C [M, N] (unit column stride) for a config."""
-    return tuple(TensorDescriptor(t, list(t.shape), [t.stride(0), 1], box)
-                 for t, box in zip((a, w, c), block_shapes(meta)))
+def descriptors(a: torch.Tensor, w: torch.Tensor, c: torch.Tensor, meta: dict | None) -> tuple:
+    """Host TMA descriptors of A [M, K], W [N, K] and C [M, N] (unit column stride) for a config; with
+    meta None, placeholder boxes that the autotuner's pre-hook (_set_blocks) sizes for each config it runs."""
+    boxes = block_shapes(meta) if meta is not None else [[16, 16]] * 3
+    return tuple(TensorDescriptor(t, list(t.shape), [t.stride(0), 1], box) for t, box in zip((a, w, c), boxes))
 
 
 def _set_blocks(nargs):
@@ -151,8 +152,7 @@ def w8a8_gemm_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.
     key = (m_bucket(m), n, k, a.dtype, c.dtype, None if bias is None else bias.dtype, a.device.index)
     hit = _BEST.get(key)
     if hit is None:
-        # boxes are placeholders: the autotuner's pre-hook (_set_blocks) sizes them for each config it runs
-        descs = [TensorDescriptor(t, list(t.shape), list(t.stride()), [16, 16]) for t in (a, w, c)]
+        descs = descriptors(a, w, c, None)
         consts = {"HAS_BIAS": has_bias, "IS_INT": w.dtype == torch.int8, "NUM_SMS": nsm}
         _w8a8_tma_kernel[lambda meta: grid(meta, m, n, nsm)](*descs, sa, sw, bias if has_bias else sw, m, n, k,
                                                               m_bucket(m), **consts)
