@@ -1,0 +1,103 @@
+"""Device probe: the Gluon fp8 block-128 kernel (activation quantized inside the GEMM) vs bf16 and the
+separate-quantizer paths, per shape: error against the reference, and paired do_bench timings.
+
+    python bench/probe_gluon.py [--shapes wan14b wan1.3b] [--m 32760] [--rounds 3] [--variants ...]
+"""
+import argparse
+import os
+import sys
+import traceback
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, ".")
+from quant.bench import PRESETS  # noqa: E402
+from quant.formats import get_format  # noqa: E402
+from quant.kernels import reference, run_linear  # noqa: E402
+from quant.kernels import gluon_block128 as gb  # noqa: E402
+
+
+def outlier_input(m, k, dtype=torch.bfloat16):
+    x = torch.randn(m, k, device="cuda")
+    x[:, torch.randperm(k, device="cuda")[: max(1, k // 100)]] *= 30.0
+    return x.to(dtype)
+
+
+def rel_err(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
+
+
+def paired(fns: dict, rounds: int, rep: int) -> dict:
+    """Median do_bench ms per name, the names timed in turn for `rounds` rounds."""
+    from triton.testing import do_bench
+    times = {n: [] for n in fns}
+    for _ in range(rounds):
+        for n, fn in fns.items():
+            times[n].append(do_bench(fn, warmup=25, rep=rep, return_mode="median"))
+    return {n: sorted(v)[len(v) // 2] for n, v in times.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", nargs="+", default=["wan14b", "wan1.3b"])
+    ap.add_argument("--m", type=int, default=32760)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rep", type=int, default=200)
+    ap.add_argument("--regs", nargs="+", default=["232,40"], help="math,loader register budgets to try")
+    args = ap.parse_args()
+    fmt = get_format("fp8_block128")
+    print(torch.cuda.get_device_name(), torch.__version__, __import__("triton").__version__, flush=True)
+    fails = 0
+    # correctness on ragged shapes first (M, K, N)
+    for m, k, n in [(77, 256, 320), (1000, 1280, 1000), (4096, 5120, 5120), (300, 384, 1100)]:
+        x = outlier_input(m, k)
+        w = torch.randn(n, k, device="cuda") * 0.05
+        bias = torch.randn(n, device="cuda").to(torch.bfloat16)
+        qw = fmt.quantize_weight(w)
+        ref = reference.linear(x, qw, bias, fmt)
+        sep = run_linear("triton", x, qw, bias, fmt)
+        for regs in args.regs:
+            mr, lr = map(int, regs.split(","))
+            try:
+                out = gb.linear(x, qw.data, qw.scale.float().contiguous(), bias, mr, lr)
+                torch.cuda.synchronize()
+                e_ref, e_sep = rel_err(out, ref), rel_err(out, sep)
+                ok = e_ref < 1e-2 and torch.isfinite(out).all().item()
+                fails += not ok
+                print(f"check {m}x{k}x{n} regs {regs}: rel err vs reference {e_ref:.2e}, vs quantizer+triton "
+                      f"{e_sep:.2e} (triton vs reference {rel_err(sep, ref):.2e}) {'ok' if ok else 'FAIL'}", flush=True)
+            except Exception:
+                fails += 1
+                print(f"check {m}x{k}x{n} regs {regs}: FAIL\n{traceback.format_exc()[-3000:]}", flush=True)
+    if fails:
+        print(f"{fails} failures: no timings")
+        return 1
+    print(f"\n| K x N | bf16 ms | fp8-b128-torch (quantizer + cuBLAS) | fp8-b128-triton | "
+          + " | ".join(f"gluon {r}" for r in args.regs) + " |")
+    print("|---|---|---|---|" + "---|" * len(args.regs))
+    for shape_set in args.shapes:
+        for _, k, n in PRESETS[shape_set]:
+            x = outlier_input(args.m, k)
+            w = torch.randn(n, k, device="cuda") * 0.05
+            bias = torch.randn(n, device="cuda").to(torch.bfloat16)
+            wb = w.to(torch.bfloat16)
+            qw = fmt.quantize_weight(w)
+            sw = qw.scale.float().contiguous()
+            fns = {"bf16": lambda: F.linear(x, wb, bias),
+                   "torch": lambda: run_linear("torch", x, qw, bias, fmt),
+                   "triton": lambda: run_linear("triton", x, qw, bias, fmt)}
+            for regs in args.regs:
+                mr, lr = map(int, regs.split(","))
+                fns[regs] = lambda mr=mr, lr=lr: gb.linear(x, qw.data, sw, bias, mr, lr)
+            t = paired(fns, args.rounds, args.rep)
+            fl = 2 * args.m * k * n
+            cells = [f"{t[nm]:.3f} ms {t['bf16'] / t[nm]:.2f}x {fl / t[nm] / 1e9:.0f} TF/s"
+                     for nm in ["torch", "triton"] + args.regs]
+            print(f"| {k} x {n} | {t['bf16']:.3f} | " + " | ".join(cells) + " |", flush=True)
+            del x, w, wb, qw
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
