@@ -28,6 +28,11 @@ def rel_err(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
 
 
+def config(text: str) -> "gb.Config":
+    flight, regs_a, math_regs = map(int, text.split(","))
+    return gb.Config(in_flight=flight, a_in_regs=bool(regs_a), math_regs=math_regs)
+
+
 def paired(fns: dict, rounds: int, rep: int) -> dict:
     """Median do_bench ms per name, the names timed in turn for `rounds` rounds."""
     from triton.testing import do_bench
@@ -44,7 +49,8 @@ def main():
     ap.add_argument("--m", type=int, default=32760)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rep", type=int, default=200)
-    ap.add_argument("--regs", nargs="+", default=["232,40"], help="math,loader register budgets to try")
+    ap.add_argument("--configs", nargs="+", default=["1,1,216"],
+                    help="gluon_block128.Config as in_flight,a_in_regs,math_regs")
     args = ap.parse_args()
     fmt = get_format("fp8_block128")
     print(torch.cuda.get_device_name(), torch.__version__, __import__("triton").__version__, flush=True)
@@ -57,10 +63,9 @@ def main():
         qw = fmt.quantize_weight(w)
         ref = reference.linear(x, qw, bias, fmt)
         sep = run_linear("triton", x, qw, bias, fmt)
-        for regs in args.regs:
-            mr, lr = map(int, regs.split(","))
+        for regs in args.configs:
             try:
-                out = gb.linear(x, qw.data, qw.scale.float().contiguous(), bias, mr, lr)
+                out = gb.linear(x, qw.data, qw.scale.float().contiguous(), bias, config(regs))
                 torch.cuda.synchronize()
                 e_ref, e_sep = rel_err(out, ref), rel_err(out, sep)
                 ok = e_ref < 1e-2 and torch.isfinite(out).all().item()
@@ -74,8 +79,8 @@ def main():
         print(f"{fails} failures: no timings")
         return 1
     print(f"\n| K x N | bf16 ms | fp8-b128-torch (quantizer + cuBLAS) | fp8-b128-triton | "
-          + " | ".join(f"gluon {r}" for r in args.regs) + " |")
-    print("|---|---|---|---|" + "---|" * len(args.regs))
+          + " | ".join(f"gluon {r}" for r in args.configs) + " |")
+    print("|---|---|---|---|" + "---|" * len(args.configs))
     for shape_set in args.shapes:
         for _, k, n in PRESETS[shape_set]:
             x = outlier_input(args.m, k)
@@ -87,13 +92,12 @@ def main():
             fns = {"bf16": lambda: F.linear(x, wb, bias),
                    "torch": lambda: run_linear("torch", x, qw, bias, fmt),
                    "triton": lambda: run_linear("triton", x, qw, bias, fmt)}
-            for regs in args.regs:
-                mr, lr = map(int, regs.split(","))
-                fns[regs] = lambda mr=mr, lr=lr: gb.linear(x, qw.data, sw, bias, mr, lr)
+            for regs in args.configs:
+                fns[regs] = lambda c=config(regs): gb.linear(x, qw.data, sw, bias, c)
             t = paired(fns, args.rounds, args.rep)
             fl = 2 * args.m * k * n
             cells = [f"{t[nm]:.3f} ms {t['bf16'] / t[nm]:.2f}x {fl / t[nm] / 1e9:.0f} TF/s"
-                     for nm in ["torch", "triton"] + args.regs]
+                     for nm in ["torch", "triton"] + args.configs]
             print(f"| {k} x {n} | {t['bf16']:.3f} | " + " | ".join(cells) + " |", flush=True)
             del x, w, wb, qw
     return 0

@@ -17,24 +17,27 @@ between Triton releases, so the kernel picks the form at trace time.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
 import torch
 
 from ..formats.base import E4M3_MAX, TINY, ceil_div
 
-try:  # optional: Gluon ships with Triton >= 3.5
+try:  # optional: Gluon ships with Triton; this kernel needs warp_specialize's list form (Triton >= 3.6)
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.language.nvidia.hopper import (
         fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait)
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    if next(iter(inspect.signature(gl.warp_specialize).parameters)) != "functions_and_args":
+        raise ImportError("Gluon's warp_specialize predates the list form")
 except Exception:  # pragma: no cover - depends on the install
     gluon = None
 
 BLOCK_M = 128
-BLOCK_N = 256
+BLOCK_N = 256  # four 64-column wgmma chunks
 BLOCK_K = 128  # the format's block: one activation / weight scale per K step
-CHUNK_N = 64  # columns per wgmma (and per fp32 partial product held in registers)
 STAGES = 3
 GROUP_M = 8
 
@@ -46,18 +49,73 @@ def available() -> bool:
 
 if gluon is not None:
     _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
-    _WS_LIST = next(iter(inspect.signature(gl.warp_specialize).parameters)) == "functions_and_args"
+    _barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
     @gluon.jit
-    def _chunk(acc, a8, w_s, q: gl.constexpr, f, sw_ptr, sw_row0, kt, stride_swn, n_blocks,
-               mma: gl.constexpr):
-        """acc [64, CHUNK_N] += (a8 @ w_s[q-th CHUNK_N rows].T) * f[:, None] * weight scale."""
+    def _tile(M, N, GROUP: gl.constexpr, BN: gl.constexpr):
+        """(off_m, off_n) of this program, programs grouped GROUP row blocks at a time (W reuse in L2)."""
+        pid = gl.program_id(0)
+        num_m = gl.cdiv(M, 128)
+        num_n = gl.cdiv(N, BN)
+        in_group = GROUP * num_n
+        first_m = (pid // in_group) * GROUP
+        size_m = gl.minimum(num_m - first_m, GROUP)
+        pid_m = first_m + (pid % in_group) % size_m
+        pid_n = (pid % in_group) // size_m
+        return pid_m * 128, pid_n * BN
+
+    @gluon.jit
+    def _quantize_rows(x_s, a8_s, sc_s, r0: gl.constexpr, QMAX: gl.constexpr, TINY_: gl.constexpr):
+        """Rows [r0, r0 + 32) of the bf16 tile x_s -> e4m3 codes in a8_s, scales in sc_s (32 values a thread)."""
+        layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+        x = x_s.slice(r0, 32, dim=0).load(layout)
+        scale = gl.maximum(gl.max(gl.abs(x), axis=1).to(gl.float32), TINY_) / QMAX  # absmax in 16 bits: exact
+        inv = gl.div_rn(gl.full(scale.shape, 1.0, gl.float32, scale.type.layout), scale)
+        a8_s.slice(r0, 32, dim=0).store((x.to(gl.float32) * inv[:, None]).to(gl.float8e4nv))  # saturating
+        sc_s.slice(r0, 32, dim=0).store(scale)
+
+    @gluon.jit
+    def _producer(a_desc, w_desc, M, N, K, x_bufs, x_ready, w_bufs, a8_bufs, sc_bufs, w_ready, a8_ready, empty,
+                  QMAX: gl.constexpr, TINY_: gl.constexpr, GROUP: gl.constexpr):
+        """Default partition (4 warps): TMA loads (W STAGES - 1 steps ahead, the bf16 A tile one step ahead
+        into a 2-deep staging ring) and the activation quantizer: bf16 A tile -> e4m3 codes + 1x128 scales."""
+        off_m, off_n = _tile(M, N, GROUP, w_desc.block_type.shape[0])
+        stages: gl.constexpr = w_bufs.type.shape[0]
+        n_k = K // 128
+        for p in gl.static_range(stages - 1):
+            if p < n_k:
+                mbarrier.expect(w_ready.index(p), w_desc.block_type.nbytes)
+                _tma_load(w_desc, [off_n, p * 128], w_ready.index(p), w_bufs.index(p))
+        mbarrier.expect(x_ready.index(0), a_desc.block_type.nbytes)
+        _tma_load(a_desc, [off_m, 0], x_ready.index(0), x_bufs.index(0))
+        for kt in range(n_k):
+            s = kt % stages
+            j = kt + stages - 1
+            if j < n_k:
+                sj = j % stages
+                mbarrier.wait(empty.index(sj), ((j // stages) & 1) ^ 1)
+                mbarrier.expect(w_ready.index(sj), w_desc.block_type.nbytes)
+                _tma_load(w_desc, [off_n, j * 128], w_ready.index(sj), w_bufs.index(sj))
+            if kt + 1 < n_k:
+                _barrier()  # every warp is done reading the staging buffer this load overwrites
+                fence_async_shared()
+                mbarrier.expect(x_ready.index((kt + 1) % 2), a_desc.block_type.nbytes)
+                _tma_load(a_desc, [off_m, (kt + 1) * 128], x_ready.index((kt + 1) % 2), x_bufs.index((kt + 1) % 2))
+            mbarrier.wait(x_ready.index(kt % 2), (kt // 2) & 1)
+            x_s = x_bufs.index(kt % 2)
+            for r in gl.static_range(4):
+                _quantize_rows(x_s, a8_bufs.index(s), sc_bufs.index(s), r * 32, QMAX, TINY_)
+            fence_async_shared()
+            mbarrier.arrive(a8_ready.index(s), count=1)
+
+    @gluon.jit
+    def _chunk_issue(a, w_s, q: gl.constexpr, mma: gl.constexpr):
         b = w_s.slice(q * 64, 64, dim=0).permute((1, 0))
-        part = warpgroup_mma(a8, b, gl.zeros([64, 64], gl.float32, mma), use_acc=False, is_async=True)
-        part = warpgroup_mma_wait(0, deps=(part,))  # a8 stays live: the next chunks read it
-        nb = gl.minimum(sw_row0 + q // 2, n_blocks - 1)
-        sw = gl.load(sw_ptr + nb * stride_swn + kt)
-        return acc + part * (f * sw)[:, None]
+        return warpgroup_mma(a, b, gl.zeros([64, 64], gl.float32, mma), use_acc=False, is_async=True)
+
+    @gluon.jit
+    def _promote(acc, part, f, sw_ptr, nb, kt, stride_swn):
+        return acc + part * (f * gl.load(sw_ptr + nb * stride_swn + kt))[:, None]
 
     @gluon.jit
     def _store_chunk(acc, q: gl.constexpr, c_ptr, bias_ptr, offs_m, off_n, M, N, stride_cm,
@@ -70,48 +128,58 @@ if gluon is not None:
         gl.store(ptrs, out.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
     @gluon.jit
-    def _tile(M, N, GROUP: gl.constexpr):
-        """(off_m, off_n) of this program, programs grouped GROUP row blocks at a time (W reuse in L2)."""
-        pid = gl.program_id(0)
-        num_m = gl.cdiv(M, 128)
-        num_n = gl.cdiv(N, 256)
-        in_group = GROUP * num_n
-        first_m = (pid // in_group) * GROUP
-        size_m = gl.minimum(num_m - first_m, GROUP)
-        pid_m = first_m + (pid % in_group) % size_m
-        pid_n = (pid % in_group) // size_m
-        return pid_m * 128, pid_n * 256
-
-    @gluon.jit
-    def _math(a_desc, w_desc, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, a_bufs, w_bufs,
-              ready, empty, WG: gl.constexpr, HAS_BIAS: gl.constexpr, QMAX: gl.constexpr,
-              TINY_: gl.constexpr, GROUP: gl.constexpr):
-        """One math warpgroup: rows [WG * 64, WG * 64 + 64) of the tile, all BLOCK_N columns."""
+    def _math(sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, w_bufs, a8_bufs, sc_bufs, w_ready,
+              a8_ready, empty, WG: gl.constexpr, HAS_BIAS: gl.constexpr, A_IN_REGS: gl.constexpr,
+              GROUP: gl.constexpr, IN_FLIGHT: gl.constexpr):
+        """One math warpgroup: rows [WG * 64, WG * 64 + 64) of the tile, BLOCK_N columns in four 64-column
+        chunks, two wgmmas in flight; each chunk's fp32 partial product promoted with its scales."""
         mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                       instr_shape=[16, 64, 32])
-        a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
-        off_m, off_n = _tile(M, N, GROUP)
-        n_blocks = gl.cdiv(N, 128)
-        sw_row0 = off_n // 128
+        off_m, off_n = _tile(M, N, GROUP, 256)
+        last_nb = gl.cdiv(N, 128) - 1  # weight block row of each 64-column chunk (clamped past N: masked)
+        nb0 = gl.minimum(off_n // 128, last_nb)
+        nb1 = gl.minimum((off_n + 64) // 128, last_nb)
+        nb2 = gl.minimum((off_n + 128) // 128, last_nb)
+        nb3 = gl.minimum((off_n + 192) // 128, last_nb)
         acc0 = gl.zeros([64, 64], gl.float32, mma)
         acc1 = gl.zeros([64, 64], gl.float32, mma)
         acc2 = gl.zeros([64, 64], gl.float32, mma)
         acc3 = gl.zeros([64, 64], gl.float32, mma)
-        stages: gl.constexpr = a_bufs.type.shape[0]
+        stages: gl.constexpr = w_bufs.type.shape[0]
         for kt in range(K // 128):
             s = kt % stages
-            mbarrier.wait(ready.index(s), (kt // stages) & 1)
-            x = a_bufs.index(s).slice(WG * 64, 64, dim=0).load(a_layout)  # absmax in 16 bits: exact
-            scale = gl.maximum(gl.max(gl.abs(x), axis=1).to(gl.float32), TINY_) / QMAX
-            inv = gl.div_rn(gl.full(scale.shape, 1.0, gl.float32, scale.type.layout), scale)
-            y = x.to(gl.float32) * inv[:, None]
-            a8 = gl.minimum(gl.maximum(y, -QMAX), QMAX).to(gl.float8e4nv)
-            f = gl.convert_layout(scale, gl.SliceLayout(1, mma))
+            ph = (kt // stages) & 1
+            mbarrier.wait(w_ready.index(s), ph)
+            mbarrier.wait(a8_ready.index(s), ph)
+            if A_IN_REGS:
+                a = a8_bufs.index(s).slice(WG * 64, 64, dim=0).load(
+                    gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4))
+            else:
+                a = a8_bufs.index(s).slice(WG * 64, 64, dim=0)
+            f = sc_bufs.index(s).slice(WG * 64, 64, dim=0).load(gl.SliceLayout(1, mma))
             w_s = w_bufs.index(s)
-            acc0 = _chunk(acc0, a8, w_s, 0, f, sw_ptr, sw_row0, kt, stride_swn, n_blocks, mma)
-            acc1 = _chunk(acc1, a8, w_s, 1, f, sw_ptr, sw_row0, kt, stride_swn, n_blocks, mma)
-            acc2 = _chunk(acc2, a8, w_s, 2, f, sw_ptr, sw_row0, kt, stride_swn, n_blocks, mma)
-            acc3 = _chunk(acc3, a8, w_s, 3, f, sw_ptr, sw_row0, kt, stride_swn, n_blocks, mma)
+            if IN_FLIGHT == 1:
+                p0 = warpgroup_mma_wait(0, deps=(_chunk_issue(a, w_s, 0, mma),))
+                acc0 = _promote(acc0, p0, f, sw_ptr, nb0, kt, stride_swn)
+                p0 = warpgroup_mma_wait(0, deps=(_chunk_issue(a, w_s, 1, mma),))
+                acc1 = _promote(acc1, p0, f, sw_ptr, nb1, kt, stride_swn)
+                p0 = warpgroup_mma_wait(0, deps=(_chunk_issue(a, w_s, 2, mma),))
+                acc2 = _promote(acc2, p0, f, sw_ptr, nb2, kt, stride_swn)
+                p0 = warpgroup_mma_wait(0, deps=(_chunk_issue(a, w_s, 3, mma),))
+                acc3 = _promote(acc3, p0, f, sw_ptr, nb3, kt, stride_swn)
+            else:  # two wgmmas in flight: promote chunk q while chunk q + 1 runs
+                p0 = _chunk_issue(a, w_s, 0, mma)
+                p1 = _chunk_issue(a, w_s, 1, mma)
+                p0 = warpgroup_mma_wait(1, deps=(p0,))
+                acc0 = _promote(acc0, p0, f, sw_ptr, nb0, kt, stride_swn)
+                p0 = _chunk_issue(a, w_s, 2, mma)
+                p1 = warpgroup_mma_wait(1, deps=(p1,))
+                acc1 = _promote(acc1, p1, f, sw_ptr, nb1, kt, stride_swn)
+                p1 = _chunk_issue(a, w_s, 3, mma)
+                p0 = warpgroup_mma_wait(1, deps=(p0,))
+                acc2 = _promote(acc2, p0, f, sw_ptr, nb2, kt, stride_swn)
+                p1 = warpgroup_mma_wait(0, deps=(p1,))
+                acc3 = _promote(acc3, p1, f, sw_ptr, nb3, kt, stride_swn)
             mbarrier.arrive(empty.index(s), count=1)
         offs_m = off_m + WG * 64 + gl.arange(0, 64, layout=gl.SliceLayout(1, mma))
         _store_chunk(acc0, 0, c_ptr, bias_ptr, offs_m, off_n, M, N, stride_cm, HAS_BIAS, mma)
@@ -120,47 +188,36 @@ if gluon is not None:
         _store_chunk(acc3, 3, c_ptr, bias_ptr, offs_m, off_n, M, N, stride_cm, HAS_BIAS, mma)
 
     @gluon.jit
-    def _loader(a_desc, w_desc, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, a_bufs, w_bufs,
-                ready, empty, WG: gl.constexpr, HAS_BIAS: gl.constexpr, QMAX: gl.constexpr,
-                TINY_: gl.constexpr, GROUP: gl.constexpr):
-        """One warp: TMA loads of the A (bf16) and W (e4m3) tiles into the ring."""
-        off_m, off_n = _tile(M, N, GROUP)
-        stages: gl.constexpr = a_bufs.type.shape[0]
-        for kt in range(K // 128):
-            s = kt % stages
-            mbarrier.wait(empty.index(s), ((kt // stages) & 1) ^ 1)
-            mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + w_desc.block_type.nbytes)
-            _tma_load(a_desc, [off_m, kt * 128], ready.index(s), a_bufs.index(s))
-            _tma_load(w_desc, [off_n, kt * 128], ready.index(s), w_bufs.index(s))
-
-    @gluon.jit
     def _kernel(a_desc, w_desc, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm,
                 HAS_BIAS: gl.constexpr, QMAX: gl.constexpr, TINY_: gl.constexpr, GROUP: gl.constexpr,
-                STAGES_: gl.constexpr, WS_LIST: gl.constexpr, MATH_REGS: gl.constexpr,
-                LOAD_REGS: gl.constexpr):
-        a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES_] + a_desc.block_type.shape, a_desc.layout)
+                STAGES_: gl.constexpr, A_IN_REGS: gl.constexpr, MATH_REGS: gl.constexpr,
+                IN_FLIGHT: gl.constexpr):
+        x_bufs = gl.allocate_shared_memory(a_desc.dtype, [2] + a_desc.block_type.shape, a_desc.layout)
         w_bufs = gl.allocate_shared_memory(w_desc.dtype, [STAGES_] + w_desc.block_type.shape, w_desc.layout)
-        ready = gl.allocate_shared_memory(gl.int64, [STAGES_, 1], mbarrier.MBarrierLayout())
+        a8_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([128, 128], gl.float8e4nv)
+        a8_bufs = gl.allocate_shared_memory(gl.float8e4nv, [STAGES_, 128, 128], a8_layout)
+        sc_bufs = gl.allocate_shared_memory(gl.float32, [STAGES_, 128],
+                                            gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0]))
+        x_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        w_ready = gl.allocate_shared_memory(gl.int64, [STAGES_, 1], mbarrier.MBarrierLayout())
+        a8_ready = gl.allocate_shared_memory(gl.int64, [STAGES_, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [STAGES_, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(2):
+            mbarrier.init(x_ready.index(i), count=1)
         for i in gl.static_range(STAGES_):
-            mbarrier.init(ready.index(i), count=1)
+            mbarrier.init(w_ready.index(i), count=1)
+            mbarrier.init(a8_ready.index(i), count=1)
             mbarrier.init(empty.index(i), count=2)  # both math warpgroups release a stage
         fence_async_shared()
-        if WS_LIST:
-            gl.warp_specialize([
-                (_math, (a_desc, w_desc, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, a_bufs, w_bufs,
-                         ready, empty, 0, HAS_BIAS, QMAX, TINY_, GROUP)),
-                (_math, (a_desc, w_desc, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, a_bufs, w_bufs,
-                         ready, empty, 1, HAS_BIAS, QMAX, TINY_, GROUP)),
-                (_loader, (a_desc, w_desc, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, a_bufs, w_bufs,
-                           ready, empty, 1, HAS_BIAS, QMAX, TINY_, GROUP)),
-            ], [4, 1], [MATH_REGS, LOAD_REGS])
-        else:
-            gl.warp_specialize((a_desc, w_desc, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, a_bufs,
-                                w_bufs, ready, empty, 0, HAS_BIAS, QMAX, TINY_, GROUP), _math,
-                               (a_desc, w_desc, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, a_bufs,
-                                w_bufs, ready, empty, 1, HAS_BIAS, QMAX, TINY_, GROUP), [_math, _loader],
-                               [4, 1], [MATH_REGS, LOAD_REGS])
+        gl.warp_specialize([
+            (_producer, (a_desc, w_desc, M, N, K, x_bufs, x_ready, w_bufs, a8_bufs, sc_bufs, w_ready, a8_ready,
+                         empty, QMAX, TINY_, GROUP)),
+            (_math, (sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, w_bufs, a8_bufs, sc_bufs, w_ready,
+                     a8_ready, empty, 0, HAS_BIAS, A_IN_REGS, GROUP, IN_FLIGHT)),
+            (_math, (sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, w_bufs, a8_bufs, sc_bufs, w_ready,
+                     a8_ready, empty, 1, HAS_BIAS, A_IN_REGS, GROUP, IN_FLIGHT)),
+        ], [4, 4], [MATH_REGS, MATH_REGS])
+
 
 def _descriptor(t: torch.Tensor, block: list[int]):
     layout = gl.NVMMASharedLayout.get_default_for(block, {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16,
@@ -175,8 +232,17 @@ def supports(x: torch.Tensor, w: torch.Tensor) -> bool:
             and x.shape[1] % BLOCK_K == 0 and w.is_contiguous() and torch.cuda.get_device_capability(x.device)[0] == 9)
 
 
+@dataclass(frozen=True)
+class Config:
+    """wgmmas in flight per math warpgroup (each holds a [64, 64] fp32 partial product); the fp8 A operand
+    from registers or shared memory; registers per math thread."""
+    in_flight: int = 1
+    a_in_regs: bool = True
+    math_regs: int = 216
+
+
 def linear(x: torch.Tensor, w: torch.Tensor, sw: torch.Tensor, bias: torch.Tensor | None,
-           math_regs: int = 232, load_regs: int = 40) -> torch.Tensor:
+           cfg: Config = Config()) -> torch.Tensor:
     """x [M, K] bf16/fp16 -> [M, N] in x.dtype; w [N, K] e4m3 with fp32 scales sw [ceil(N/128), K/128]."""
     m, k = x.shape
     n = w.shape[0]
@@ -184,6 +250,6 @@ def linear(x: torch.Tensor, w: torch.Tensor, sw: torch.Tensor, bias: torch.Tenso
     grid = (ceil_div(m, BLOCK_M) * ceil_div(n, BLOCK_N),)
     _kernel[grid](_descriptor(x, [BLOCK_M, BLOCK_K]), _descriptor(w, [BLOCK_N, BLOCK_K]), sw,
                   bias if bias is not None else sw, out, m, n, k, sw.stride(0), out.stride(0),
-                  bias is not None, E4M3_MAX, TINY, GROUP_M, STAGES, _WS_LIST, math_regs, load_regs,
-                  num_warps=4, maxnreg=168)
+                  bias is not None, E4M3_MAX, TINY, GROUP_M, STAGES, cfg.a_in_regs, cfg.math_regs,
+                  cfg.in_flight, num_warps=4, maxnreg=168)
     return out
