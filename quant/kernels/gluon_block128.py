@@ -52,34 +52,40 @@ if gluon is not None:
     _barrier = getattr(gl, "barrier", None) or gl.thread_barrier
 
     @gluon.jit
-    def _tile(M, N, GROUP: gl.constexpr, BN: gl.constexpr):
+    def _tile(M, N, GROUP: gl.constexpr):
         """(off_m, off_n) of this program, programs grouped GROUP row blocks at a time (W reuse in L2)."""
         pid = gl.program_id(0)
         num_m = gl.cdiv(M, 128)
-        num_n = gl.cdiv(N, BN)
+        num_n = gl.cdiv(N, 256)
         in_group = GROUP * num_n
         first_m = (pid // in_group) * GROUP
         size_m = gl.minimum(num_m - first_m, GROUP)
         pid_m = first_m + (pid % in_group) % size_m
         pid_n = (pid % in_group) // size_m
-        return pid_m * 128, pid_n * BN
+        return pid_m * 128, pid_n * 256
 
     @gluon.jit
-    def _quantize_rows(x_s, a8_s, sc_s, r0: gl.constexpr, QMAX: gl.constexpr, TINY_: gl.constexpr):
-        """Rows [r0, r0 + 32) of the bf16 tile x_s -> e4m3 codes in a8_s, scales in sc_s (32 values a thread)."""
-        layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-        x = x_s.slice(r0, 32, dim=0).load(layout)
+    def _quantize_rows(x_s, a8_s, sc_s, r0: gl.constexpr, ROWS: gl.constexpr, QMAX: gl.constexpr,
+                       TINY_: gl.constexpr):
+        """Rows [r0, r0 + ROWS) of the bf16 tile x_s -> e4m3 codes in a8_s, scales in sc_s.
+
+        Each thread holds 32 consecutive values of a row (a row spans 4 threads: two shuffles per absmax)."""
+        nw: gl.constexpr = gl.num_warps()
+        layout: gl.constexpr = gl.BlockedLayout([ROWS // (8 * nw), 32], [8, 4], [nw, 1], [1, 0])
+        x = x_s.slice(r0, ROWS, dim=0).load(layout)
         scale = gl.maximum(gl.max(gl.abs(x), axis=1).to(gl.float32), TINY_) / QMAX  # absmax in 16 bits: exact
         inv = gl.div_rn(gl.full(scale.shape, 1.0, gl.float32, scale.type.layout), scale)
-        a8_s.slice(r0, 32, dim=0).store((x.to(gl.float32) * inv[:, None]).to(gl.float8e4nv))  # saturating
-        sc_s.slice(r0, 32, dim=0).store(scale)
+        a8_s.slice(r0, ROWS, dim=0).store((x.to(gl.float32) * inv[:, None]).to(gl.float8e4nv))  # saturating
+        sc_s.slice(r0, ROWS, dim=0).store(scale)
 
     @gluon.jit
     def _producer(a_desc, w_desc, M, N, K, x_bufs, x_ready, w_bufs, a8_bufs, sc_bufs, w_ready, a8_ready, empty,
-                  QMAX: gl.constexpr, TINY_: gl.constexpr, GROUP: gl.constexpr):
-        """Default partition (4 warps): TMA loads (W STAGES - 1 steps ahead, the bf16 A tile one step ahead
-        into a 2-deep staging ring) and the activation quantizer: bf16 A tile -> e4m3 codes + 1x128 scales."""
-        off_m, off_n = _tile(M, N, GROUP, w_desc.block_type.shape[0])
+                  QMAX: gl.constexpr, TINY_: gl.constexpr, GROUP: gl.constexpr, QROWS: gl.constexpr,
+                  ABLATE: gl.constexpr):
+        """Default partition: TMA loads (W STAGES - 1 steps ahead, the bf16 A tile one step ahead into a
+        2-deep staging ring) and the activation quantizer, QROWS rows at a time: bf16 A tile -> e4m3 codes
+        + 1x128 scales for the math warpgroups."""
+        off_m, off_n = _tile(M, N, GROUP)
         stages: gl.constexpr = w_bufs.type.shape[0]
         n_k = K // 128
         for p in gl.static_range(stages - 1):
@@ -102,19 +108,19 @@ if gluon is not None:
                 mbarrier.expect(x_ready.index((kt + 1) % 2), a_desc.block_type.nbytes)
                 _tma_load(a_desc, [off_m, (kt + 1) * 128], x_ready.index((kt + 1) % 2), x_bufs.index((kt + 1) % 2))
             mbarrier.wait(x_ready.index(kt % 2), (kt // 2) & 1)
-            x_s = x_bufs.index(kt % 2)
-            for r in gl.static_range(4):
-                _quantize_rows(x_s, a8_bufs.index(s), sc_bufs.index(s), r * 32, QMAX, TINY_)
+            if ABLATE == 0:
+                for r in gl.static_range(128 // QROWS):
+                    _quantize_rows(x_bufs.index(kt % 2), a8_bufs.index(s), sc_bufs.index(s), r * QROWS, QROWS,
+                                   QMAX, TINY_)
             fence_async_shared()
             mbarrier.arrive(a8_ready.index(s), count=1)
 
     @gluon.jit
-    def _chunk_issue(a, w_s, q: gl.constexpr, mma: gl.constexpr):
+    def _chunk(acc, a, w_s, q: gl.constexpr, f, sw_ptr, nb, kt, stride_swn, mma: gl.constexpr):
+        """acc [64, 64] += (a @ w_s[64q : 64q + 64].T) * f[:, None] * (weight scale of block nb at step kt)."""
         b = w_s.slice(q * 64, 64, dim=0).permute((1, 0))
-        return warpgroup_mma(a, b, gl.zeros([64, 64], gl.float32, mma), use_acc=False, is_async=True)
-
-    @gluon.jit
-    def _promote(acc, part, f, sw_ptr, nb, kt, stride_swn):
+        part = warpgroup_mma(a, b, gl.zeros([64, 64], gl.float32, mma), use_acc=False, is_async=True)
+        part = warpgroup_mma_wait(0, deps=(part,))
         return acc + part * (f * gl.load(sw_ptr + nb * stride_swn + kt))[:, None]
 
     @gluon.jit
@@ -129,18 +135,16 @@ if gluon is not None:
 
     @gluon.jit
     def _math(sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, w_bufs, a8_bufs, sc_bufs, w_ready,
-              a8_ready, empty, WG: gl.constexpr, HAS_BIAS: gl.constexpr, A_IN_REGS: gl.constexpr,
-              GROUP: gl.constexpr, IN_FLIGHT: gl.constexpr):
+              a8_ready, empty, WG: gl.constexpr, HAS_BIAS: gl.constexpr, GROUP: gl.constexpr):
         """One math warpgroup: rows [WG * 64, WG * 64 + 64) of the tile, BLOCK_N columns in four 64-column
-        chunks, two wgmmas in flight; each chunk's fp32 partial product promoted with its scales."""
+        chunks. The fp8 codes go to wgmma from registers; each chunk's fp32 partial product is promoted with
+        (activation scale x weight scale) as soon as it is done, while the other warpgroup's wgmma runs."""
         mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                       instr_shape=[16, 64, 32])
-        off_m, off_n = _tile(M, N, GROUP, 256)
+        off_m, off_n = _tile(M, N, GROUP)
         last_nb = gl.cdiv(N, 128) - 1  # weight block row of each 64-column chunk (clamped past N: masked)
         nb0 = gl.minimum(off_n // 128, last_nb)
-        nb1 = gl.minimum((off_n + 64) // 128, last_nb)
-        nb2 = gl.minimum((off_n + 128) // 128, last_nb)
-        nb3 = gl.minimum((off_n + 192) // 128, last_nb)
+        nb1 = gl.minimum(off_n // 128 + 1, last_nb)
         acc0 = gl.zeros([64, 64], gl.float32, mma)
         acc1 = gl.zeros([64, 64], gl.float32, mma)
         acc2 = gl.zeros([64, 64], gl.float32, mma)
@@ -151,35 +155,14 @@ if gluon is not None:
             ph = (kt // stages) & 1
             mbarrier.wait(w_ready.index(s), ph)
             mbarrier.wait(a8_ready.index(s), ph)
-            if A_IN_REGS:
-                a = a8_bufs.index(s).slice(WG * 64, 64, dim=0).load(
-                    gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4))
-            else:
-                a = a8_bufs.index(s).slice(WG * 64, 64, dim=0)
+            a = a8_bufs.index(s).slice(WG * 64, 64, dim=0).load(
+                gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4))
             f = sc_bufs.index(s).slice(WG * 64, 64, dim=0).load(gl.SliceLayout(1, mma))
             w_s = w_bufs.index(s)
-            if IN_FLIGHT == 1:
-                p0 = warpgroup_mma_wait(0, deps=(_chunk_issue(a, w_s, 0, mma),))
-                acc0 = _promote(acc0, p0, f, sw_ptr, nb0, kt, stride_swn)
-                p0 = warpgroup_mma_wait(0, deps=(_chunk_issue(a, w_s, 1, mma),))
-                acc1 = _promote(acc1, p0, f, sw_ptr, nb1, kt, stride_swn)
-                p0 = warpgroup_mma_wait(0, deps=(_chunk_issue(a, w_s, 2, mma),))
-                acc2 = _promote(acc2, p0, f, sw_ptr, nb2, kt, stride_swn)
-                p0 = warpgroup_mma_wait(0, deps=(_chunk_issue(a, w_s, 3, mma),))
-                acc3 = _promote(acc3, p0, f, sw_ptr, nb3, kt, stride_swn)
-            else:  # two wgmmas in flight: promote chunk q while chunk q + 1 runs
-                p0 = _chunk_issue(a, w_s, 0, mma)
-                p1 = _chunk_issue(a, w_s, 1, mma)
-                p0 = warpgroup_mma_wait(1, deps=(p0,))
-                acc0 = _promote(acc0, p0, f, sw_ptr, nb0, kt, stride_swn)
-                p0 = _chunk_issue(a, w_s, 2, mma)
-                p1 = warpgroup_mma_wait(1, deps=(p1,))
-                acc1 = _promote(acc1, p1, f, sw_ptr, nb1, kt, stride_swn)
-                p1 = _chunk_issue(a, w_s, 3, mma)
-                p0 = warpgroup_mma_wait(1, deps=(p0,))
-                acc2 = _promote(acc2, p0, f, sw_ptr, nb2, kt, stride_swn)
-                p1 = warpgroup_mma_wait(0, deps=(p1,))
-                acc3 = _promote(acc3, p1, f, sw_ptr, nb3, kt, stride_swn)
+            acc0 = _chunk(acc0, a, w_s, 0, f, sw_ptr, nb0, kt, stride_swn, mma)
+            acc1 = _chunk(acc1, a, w_s, 1, f, sw_ptr, nb0, kt, stride_swn, mma)
+            acc2 = _chunk(acc2, a, w_s, 2, f, sw_ptr, nb1, kt, stride_swn, mma)
+            acc3 = _chunk(acc3, a, w_s, 3, f, sw_ptr, nb1, kt, stride_swn, mma)
             mbarrier.arrive(empty.index(s), count=1)
         offs_m = off_m + WG * 64 + gl.arange(0, 64, layout=gl.SliceLayout(1, mma))
         _store_chunk(acc0, 0, c_ptr, bias_ptr, offs_m, off_n, M, N, stride_cm, HAS_BIAS, mma)
@@ -190,8 +173,7 @@ if gluon is not None:
     @gluon.jit
     def _kernel(a_desc, w_desc, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm,
                 HAS_BIAS: gl.constexpr, QMAX: gl.constexpr, TINY_: gl.constexpr, GROUP: gl.constexpr,
-                STAGES_: gl.constexpr, A_IN_REGS: gl.constexpr, MATH_REGS: gl.constexpr,
-                IN_FLIGHT: gl.constexpr):
+                STAGES_: gl.constexpr, MATH_REGS: gl.constexpr, QROWS: gl.constexpr, ABLATE: gl.constexpr):
         x_bufs = gl.allocate_shared_memory(a_desc.dtype, [2] + a_desc.block_type.shape, a_desc.layout)
         w_bufs = gl.allocate_shared_memory(w_desc.dtype, [STAGES_] + w_desc.block_type.shape, w_desc.layout)
         a8_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([128, 128], gl.float8e4nv)
@@ -211,13 +193,12 @@ if gluon is not None:
         fence_async_shared()
         gl.warp_specialize([
             (_producer, (a_desc, w_desc, M, N, K, x_bufs, x_ready, w_bufs, a8_bufs, sc_bufs, w_ready, a8_ready,
-                         empty, QMAX, TINY_, GROUP)),
+                         empty, QMAX, TINY_, GROUP, QROWS, ABLATE)),
             (_math, (sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, w_bufs, a8_bufs, sc_bufs, w_ready,
-                     a8_ready, empty, 0, HAS_BIAS, A_IN_REGS, GROUP, IN_FLIGHT)),
+                     a8_ready, empty, 0, HAS_BIAS, GROUP)),
             (_math, (sw_ptr, bias_ptr, c_ptr, M, N, K, stride_swn, stride_cm, w_bufs, a8_bufs, sc_bufs, w_ready,
-                     a8_ready, empty, 1, HAS_BIAS, A_IN_REGS, GROUP, IN_FLIGHT)),
+                     a8_ready, empty, 1, HAS_BIAS, GROUP)),
         ], [4, 4], [MATH_REGS, MATH_REGS])
-
 
 def _descriptor(t: torch.Tensor, block: list[int]):
     layout = gl.NVMMASharedLayout.get_default_for(block, {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16,
@@ -234,11 +215,12 @@ def supports(x: torch.Tensor, w: torch.Tensor) -> bool:
 
 @dataclass(frozen=True)
 class Config:
-    """wgmmas in flight per math warpgroup (each holds a [64, 64] fp32 partial product); the fp8 A operand
-    from registers or shared memory; registers per math thread."""
-    in_flight: int = 1
-    a_in_regs: bool = True
-    math_regs: int = 216
+    """Producer warps (the quantizer; the kernel's num_warps), rows it quantizes per pass, and registers per
+    math thread (the producer gets what is left of 64K registers)."""
+    producer_warps: int = 4
+    qrows: int = 64
+    math_regs: int = 200
+    ablate: int = 0
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, sw: torch.Tensor, bias: torch.Tensor | None,
@@ -248,8 +230,9 @@ def linear(x: torch.Tensor, w: torch.Tensor, sw: torch.Tensor, bias: torch.Tenso
     n = w.shape[0]
     out = x.new_empty((m, n))
     grid = (ceil_div(m, BLOCK_M) * ceil_div(n, BLOCK_N),)
+    warps = cfg.producer_warps + 8
     _kernel[grid](_descriptor(x, [BLOCK_M, BLOCK_K]), _descriptor(w, [BLOCK_N, BLOCK_K]), sw,
                   bias if bias is not None else sw, out, m, n, k, sw.stride(0), out.stride(0),
-                  bias is not None, E4M3_MAX, TINY, GROUP_M, STAGES, cfg.a_in_regs, cfg.math_regs,
-                  cfg.in_flight, num_warps=4, maxnreg=168)
+                  bias is not None, E4M3_MAX, TINY, GROUP_M, STAGES, cfg.math_regs, cfg.qrows, cfg.ablate,
+                  num_warps=cfg.producer_warps, maxnreg=(65536 // (32 * warps)) // 8 * 8)
     return out
