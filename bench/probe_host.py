@@ -22,7 +22,8 @@ from quant.kernels import triton as triton_kernel  # noqa: E402
 from quant.kernels import triton_launch, triton_plan  # noqa: E402
 from quant.linear import QuantLinear  # noqa: E402
 
-from probe_paths import cprofile, cpu_us  # noqa: E402  (bench/ is this script's directory)
+from probe_launch import back_to_back_us  # noqa: E402  (bench/ is this script's directory)
+from probe_paths import cprofile, cpu_us  # noqa: E402
 
 ROUNDS = 5  # rounds of 300 calls per CPU figure (median): this host's CPU speed drifts
 
@@ -130,24 +131,16 @@ def t5(layers: int):
     forward = lambda: model(*args)  # noqa: E731
 
     def measure():
-        for _ in range(4):
+        for _ in range(3):  # a shape's third call records its launch plan
             forward()
-        torch.cuda.synchronize()
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        spans = []
-        for _ in range(5):
-            s.record()
-            forward()
-            e.record()
-            e.synchronize()
-            spans.append(s.elapsed_time(e))
+        span_ms = back_to_back_us(forward, n=1) / 1e3
         h = host_ms(forward, dev)
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             forward()
             torch.cuda.synchronize()
         q = model.layers[0].q
         label = f"{q.fmt.name}-{q.kernel}" if hasattr(q, "fmt") else "bf16"
-        print(f"\n## T5 ({layers} layers) {label}: GPU span {sorted(spans)[2]:.2f} ms / forward, host {h:.2f} ms", flush=True)
+        print(f"\n## T5 ({layers} layers) {label}: GPU span {span_ms:.2f} ms / forward, host {h:.2f} ms", flush=True)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50))
         cprofile(forward, f"{label}, one forward", n=1)
         return {}
