@@ -59,33 +59,36 @@ if gluon is not None:
 
     @gluon.jit
     def _quantizer(x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_qm, ready, QMAX: gl.constexpr,
-                   TINY_: gl.constexpr, IS_INT: gl.constexpr):
-        """Default partition (4 warps): this program's row blocks -> codes q [M, K] + scales s [M]."""
-        layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [gl.num_warps(), 1], [1, 0])
+                   TINY_: gl.constexpr, IS_INT: gl.constexpr, QROWS: gl.constexpr, QCOLS: gl.constexpr,
+                   ABLATE: gl.constexpr):
+        """Default partition (4 warps): this program's row blocks -> codes q [M, K] + scales s [M], QROWS rows
+        at a time, [QROWS, QCOLS] values per load (several 16-byte loads in flight per thread)."""
+        layout: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [gl.num_warps(), 1], [1, 0])
         rows_l: gl.constexpr = gl.SliceLayout(1, layout)
-        cols = gl.arange(0, 128, layout=gl.SliceLayout(0, layout))
+        cols = gl.arange(0, QCOLS, layout=gl.SliceLayout(0, layout))
         i = 0
         for rb in range(gl.program_id(0), gl.cdiv(M, 128), gl.num_programs(0)):
-            for g in gl.static_range(4):  # 32 rows at a time
-                rows = rb * 128 + g * 32 + gl.arange(0, 32, layout=rows_l)
-                rmask = rows < M
-                xrow = x_ptr + rows.to(gl.int64)[:, None] * stride_xm
-                amax = gl.zeros([32], gl.float32, rows_l)
-                for k0 in range(0, K, 128):
-                    mask = rmask[:, None] & ((k0 + cols) < K)[None, :]
-                    x = gl.load(xrow + k0 + cols[None, :], mask=mask, other=0.0)
-                    amax = gl.maximum(amax, gl.max(gl.abs(x), axis=1).to(gl.float32))
-                scale = gl.maximum(amax, TINY_) / QMAX
-                inv = gl.div_rn(gl.full(scale.shape, 1.0, gl.float32, rows_l), scale)
-                qrow = q_ptr + rows.to(gl.int64)[:, None] * stride_qm
-                for k0 in range(0, K, 128):
-                    mask = rmask[:, None] & ((k0 + cols) < K)[None, :]
-                    y = gl.load(xrow + k0 + cols[None, :], mask=mask, other=0.0).to(gl.float32) * inv[:, None]
-                    if IS_INT:
-                        y = gl.minimum(gl.maximum(_round_even(y), -QMAX), QMAX)
-                    gl.store(qrow + k0 + cols[None, :], y.to(q_ptr.dtype.element_ty), mask=mask)
-                gl.store(s_ptr + rows, scale, mask=rmask)
-                _fence_global(rows)
+            if ABLATE == 0:
+                for g in gl.static_range(128 // QROWS):
+                    rows = rb * 128 + g * QROWS + gl.arange(0, QROWS, layout=rows_l)
+                    rmask = rows < M
+                    xrow = x_ptr + rows.to(gl.int64)[:, None] * stride_xm
+                    amax = gl.zeros([QROWS], gl.float32, rows_l)
+                    for k0 in range(0, K, QCOLS):
+                        mask = rmask[:, None] & ((k0 + cols) < K)[None, :]
+                        x = gl.load(xrow + k0 + cols[None, :], mask=mask, other=0.0)
+                        amax = gl.maximum(amax, gl.max(gl.abs(x), axis=1).to(gl.float32))
+                    scale = gl.maximum(amax, TINY_) / QMAX
+                    inv = gl.div_rn(gl.full(scale.shape, 1.0, gl.float32, rows_l), scale)
+                    qrow = q_ptr + rows.to(gl.int64)[:, None] * stride_qm
+                    for k0 in range(0, K, QCOLS):
+                        mask = rmask[:, None] & ((k0 + cols) < K)[None, :]
+                        y = gl.load(xrow + k0 + cols[None, :], mask=mask, other=0.0).to(gl.float32) * inv[:, None]
+                        if IS_INT:
+                            y = gl.minimum(gl.maximum(_round_even(y), -QMAX), QMAX)
+                        gl.store(qrow + k0 + cols[None, :], y.to(q_ptr.dtype.element_ty), mask=mask)
+                    gl.store(s_ptr + rows, scale, mask=rmask)
+                    _fence_global(rows)
             mbarrier.arrive(ready.index(i), count=1)
             i += 1
 
@@ -153,7 +156,8 @@ if gluon is not None:
     @gluon.jit
     def _kernel(x_ptr, q_ptr, q_desc, w_desc, s_ptr, ws_ptr, bias_ptr, c_ptr, M, N, K, stride_xm, stride_qm,
                 stride_cm, HAS_BIAS: gl.constexpr, QMAX: gl.constexpr, TINY_: gl.constexpr,
-                STAGES_: gl.constexpr, MAX_RB: gl.constexpr, MATH_REGS: gl.constexpr):
+                STAGES_: gl.constexpr, MAX_RB: gl.constexpr, MATH_REGS: gl.constexpr,
+                QROWS: gl.constexpr, QCOLS: gl.constexpr, ABLATE: gl.constexpr):
         q_bufs = gl.allocate_shared_memory(q_desc.dtype, [STAGES_] + q_desc.block_type.shape, q_desc.layout)
         w_bufs = gl.allocate_shared_memory(w_desc.dtype, [STAGES_] + w_desc.block_type.shape, w_desc.layout)
         qready = gl.allocate_shared_memory(gl.int64, [MAX_RB, 1], mbarrier.MBarrierLayout())
@@ -167,7 +171,7 @@ if gluon is not None:
         fence_async_shared()
         gl.warp_specialize([
             (_quantizer, (x_ptr, q_ptr, s_ptr, M, K, stride_xm, stride_qm, qready, QMAX, TINY_,
-                          q_desc.dtype == gl.int8)),
+                          q_desc.dtype == gl.int8, QROWS, QCOLS, ABLATE)),
             (_math, (q_desc, w_desc, s_ptr, ws_ptr, bias_ptr, c_ptr, M, N, K, stride_cm, q_bufs, w_bufs, qready,
                      ready, empty, 0, HAS_BIAS)),
             (_math, (q_desc, w_desc, s_ptr, ws_ptr, bias_ptr, c_ptr, M, N, K, stride_cm, q_bufs, w_bufs, qready,
@@ -189,7 +193,10 @@ def _descriptor(t: torch.Tensor, block: list[int]):
 class Config:
     """Ring depth (code + W tiles of one 128-wide K step each) and registers per math thread."""
     stages: int = 4
-    math_regs: int = 216
+    math_regs: int = 200
+    qrows: int = 16
+    qcols: int = 512
+    ablate: int = 0
 
 
 _SMS: dict = {}
@@ -214,6 +221,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, sw: torch.Tensor, bias: torch.Tenso
     qmax = INT8_MAX if w.dtype == torch.int8 else E4M3_MAX
     _kernel[(grid,)](x, q, _descriptor(q, [BLOCK_M, BLOCK_K]), _descriptor(w, [BLOCK_N, BLOCK_K]), scales,
                      sw, bias if bias is not None else sw, out, m, n, k, x.stride(0), q.stride(0), out.stride(0),
-                     bias is not None, qmax, TINY, cfg.stages, MAX_BLOCKS_PER_PROGRAM, cfg.math_regs,
+                     bias is not None, qmax, TINY, cfg.stages, MAX_BLOCKS_PER_PROGRAM, cfg.math_regs, cfg.qrows, cfg.qcols,
+                     cfg.ablate,
                      num_warps=4, maxnreg=168)
     return out
