@@ -8,8 +8,8 @@ import comfy.model_management
 import folder_paths
 import torch
 
-from ..quant.checkpoint import Detected, load_state_dict, read_headers
-from ..quant.layers import FAMILIES, ModelFamily, detect_family
+from ..quant.checkpoints.read import Detected, load_state_dict
+from ..quant.families import FAMILIES, ModelFamily, detect_family
 from ..quant.schemes import Resolved, resolve
 
 CATEGORY = "quantized"
@@ -42,7 +42,7 @@ def model_path(folder: str, name: str) -> str:
 def read_checkpoint(path: str) -> tuple[dict, Detected, dict]:
     """(state dict in canonical layout, what the file holds, safetensors metadata minus quantization entries)."""
     sd, det = load_state_dict(path)
-    meta = {} if path.endswith((".pth", ".pt")) else dict(read_headers(path)[1])
+    meta = dict(det.metadata)
     meta.pop("_quantization_metadata", None)
     return sd, det, meta
 

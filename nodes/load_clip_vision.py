@@ -12,8 +12,8 @@ import os
 import comfy.clip_vision
 import torch
 
-from ..quant.layers import ModelFamily, should_quantize
-from ..quant.lightx2v_keys import is_native, to_comfy
+from ..quant.families import ModelFamily, should_quantize
+from ..quant.lightx2v.keys import is_native, to_comfy
 from ..quant.schemes import names
 from .common import (
     CATEGORY,

@@ -9,7 +9,7 @@ import comfy.sd
 
 from ..quant.formats import get_format
 from ..quant.schemes import names
-from ..quant.smoothing import fold_smoothing, has_smoothing
+from ..quant.lightx2v.smoothing import fold_smoothing, has_smoothing
 from .common import (
     CATEGORY,
     DTYPES,

@@ -1,7 +1,7 @@
 """Load LightX2V Config: a LightX2V config JSON -> MODEL, CLIP, CLIP_VISION, MODEL, built by the pack's own loaders.
 
 The config (a file from the `lightx2v_configs` model folder, or pasted JSON) is parsed by
-quant.lightx2v_config; each component it names is loaded by the same path-level function the
+quant.lightx2v.config; each component it names is loaded by the same path-level function the
 Load Quantized DiT / T5 / CLIP nodes call. Relative `*_ckpt` paths resolve in ComfyUI's
 diffusion_models, text_encoders and clip_vision folders (and the config file's own folder).
 A component the config does not name comes out as None: ComfyUI's downstream node says so when
@@ -21,7 +21,7 @@ import os
 import comfy.model_management
 import folder_paths
 
-from ..quant.lightx2v_config import Component, ConfigError, parse_config
+from ..quant.lightx2v.config import Component, ConfigError, parse_config
 from .common import CATEGORY, DTYPES
 from .load_clip_vision import load_clip_vision_path
 from .load_dit import load_dit_path

@@ -15,7 +15,7 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ..quant.lightx2v_keys import to_comfy
+from ..quant.lightx2v.keys import to_comfy
 from ..quant.schemes import names
 from .common import (
     CATEGORY,

@@ -1,7 +1,7 @@
 """The bridge: a comfy.ops operations class whose Linear holds quant/ storage and runs quant.linear.
 
 Which Linear is quantized is decided while loading, from its state-dict key and the model family
-(quant.layers.should_quantize); the others stay float and behave exactly like comfy's manual_cast.
+(quant.families.should_quantize); the others stay float and behave exactly like comfy's manual_cast.
 Weights and scales travel together: the weight through comfy's cast_bias_weight (kept in its own
 dtype, so offload/low-VRAM streaming works), the scales moved to the input's device in forward.
 LoRA: convert_weight/set_weight (merged: dequantize -> patch -> requantize with the same scales,
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..quant.formats import QTensor, QuantFormat
-from ..quant.layers import ModelFamily, should_quantize
+from ..quant.families import ModelFamily, should_quantize
 from ..quant.linear import normalize_state_dict, quantized_linear
 from ..quant.requant import requantize_like
 from ..quant.schemes import Resolved

@@ -16,14 +16,6 @@ from torch import Tensor, nn
 from .formats import QuantFormat, QTensor, check_finite
 from .kernels import run_linear
 
-_SCALE_DTYPE = {"mxfp8": torch.uint8, "nvfp4": torch.float8_e4m3fn}
-
-
-def scale_dtype(fmt: QuantFormat) -> torch.dtype:
-    """Storage dtype of a format's weight_scale (fp32 unless the format fixes another)."""
-    return _SCALE_DTYPE.get(fmt.name, torch.float32)
-
-
 def quantized_linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat, kernel: str) -> Tensor:
     """y = x @ dequant(w).T + bias for x [..., K] (any leading dims, any strides) -> [..., N] in x.dtype."""
     if x.numel() == 0:
@@ -46,8 +38,8 @@ class QuantLinear(nn.Module):
         self.fmt, self.kernel = fmt, kernel
         self.weight = _frozen(torch.empty(out_features, fmt.packed_k(in_features), dtype=fmt.weight_dtype, device=device))
         self.weight_scale = _frozen(torch.empty(fmt.weight_scale_shape(out_features, in_features),
-                                                dtype=scale_dtype(fmt), device=device))
-        if fmt.name == "nvfp4":
+                                                dtype=fmt.scale_dtype, device=device))
+        if fmt.has_global_scale:
             self.weight_global_scale = _frozen(torch.empty((), dtype=torch.float32, device=device))
         else:
             self.weight_global_scale = None
@@ -79,7 +71,7 @@ class QuantLinear(nn.Module):
         check_finite(w, name)
         q = self.fmt.quantize_weight(w)
         self.weight.data = q.data.to(self.weight.device)
-        self.weight_scale.data = q.scale.to(self.weight.device, scale_dtype(self.fmt))
+        self.weight_scale.data = q.scale.to(self.weight.device, self.fmt.scale_dtype)
         if q.global_scale is not None:
             self.weight_global_scale.data = q.global_scale.to(self.weight.device, torch.float32)
 
@@ -119,7 +111,7 @@ def normalize_state_dict(sd: dict, prefix: str, fmt: QuantFormat, k: int, n: int
             raise ValueError(f"'{wkey}' has shape {tuple(w.shape)}, expected {(n, k)}")
         check_finite(w, wkey)
         q = fmt.quantize_weight(w)
-        sd[wkey], sd[skey] = q.data, q.scale.to(scale_dtype(fmt))
+        sd[wkey], sd[skey] = q.data, q.scale.to(fmt.scale_dtype)
         if q.global_scale is not None:
             sd[gkey] = q.global_scale
         return
@@ -133,9 +125,9 @@ def normalize_state_dict(sd: dict, prefix: str, fmt: QuantFormat, k: int, n: int
     s = sd[skey]
     if s.numel() != math.prod(want) or (s.dim() == len(want) and tuple(s.shape) != want):
         raise ValueError(f"'{skey}' has shape {tuple(s.shape)}, expected {want} for {fmt.name}")
-    sdt = scale_dtype(fmt)
+    sdt = fmt.scale_dtype
     sd[skey] = s.view(torch.uint8).reshape(want) if sdt == torch.uint8 and s.dtype != torch.uint8 else s.to(sdt).reshape(want)
-    if fmt.name == "nvfp4":
+    if fmt.has_global_scale:
         if gkey not in sd:
             raise ValueError(f"'{wkey}' is nvfp4 but '{gkey}' is missing")
         sd[gkey] = sd[gkey].float().reshape(())

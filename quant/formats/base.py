@@ -39,6 +39,9 @@ class QuantFormat:
 
     weight_granularity / act_granularity name the scale blocks ("channel", "token",
     "block128x128", "group128", "group32", "group16"). k_multiple: K must be a multiple of it.
+    min_sm: the first GPU generation with tensor cores for this format (emulated below it).
+    scale_dtype: storage dtype of `weight_scale`; has_global_scale: a `weight_global_scale` fp32 scalar
+    multiplies every block scale (nvfp4).
     """
 
     name: str
@@ -51,7 +54,10 @@ class QuantFormat:
     dequantize_weight: Callable[[QTensor, torch.dtype], Tensor]
     dequantize_activation: Callable[[QTensor, torch.dtype], Tensor]
     weight_scale_shape: Callable[[int, int], tuple]
+    min_sm: tuple[int, int]
     packed_k: Callable[[int], int] = lambda k: k
+    scale_dtype: torch.dtype = torch.float32
+    has_global_scale: bool = False
 
     def check_k(self, k: int, what: str = "K") -> None:
         """Raise a clear error when the reduction dim does not fit the format's blocks."""
@@ -111,7 +117,7 @@ def cast_e4m3(x: Tensor) -> Tensor:
     return x.clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
 
 
-def rowwise_format(name: str, dtype: torch.dtype, qmax: float) -> QuantFormat:
+def rowwise_format(name: str, dtype: torch.dtype, qmax: float, min_sm: tuple[int, int]) -> QuantFormat:
     """A per-output-channel weight / per-token activation format (int8, fp8): scale = absmax / qmax, [rows, 1]."""
     def quantize(x: Tensor) -> QTensor:
         return rowwise_absmax_quantize(x, qmax, dtype)
@@ -127,4 +133,5 @@ def rowwise_format(name: str, dtype: torch.dtype, qmax: float) -> QuantFormat:
         dequantize_weight=rowwise_dequantize,
         dequantize_activation=rowwise_dequantize,
         weight_scale_shape=lambda n, k: (n, 1),
+        min_sm=min_sm,
     )

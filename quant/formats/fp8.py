@@ -6,5 +6,5 @@ import torch
 
 from .base import E4M3_MAX, rowwise_format
 
-FORMAT = rowwise_format("fp8", torch.float8_e4m3fn, E4M3_MAX)
+FORMAT = rowwise_format("fp8", torch.float8_e4m3fn, E4M3_MAX, min_sm=(8, 9))
 quantize = FORMAT.quantize_weight

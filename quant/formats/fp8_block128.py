@@ -57,4 +57,5 @@ FORMAT = QuantFormat(
     dequantize_weight=dequantize_weight,
     dequantize_activation=dequantize_activation,
     weight_scale_shape=lambda n, k: (ceil_div(n, BLOCK), k // BLOCK),
+    min_sm=(8, 9),
 )

@@ -6,5 +6,5 @@ import torch
 
 from .base import INT8_MAX, rowwise_format
 
-FORMAT = rowwise_format("int8", torch.int8, INT8_MAX)
+FORMAT = rowwise_format("int8", torch.int8, INT8_MAX, min_sm=(7, 5))
 quantize = FORMAT.quantize_weight

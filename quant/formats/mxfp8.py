@@ -41,4 +41,6 @@ FORMAT = QuantFormat(
     dequantize_weight=dequantize,
     dequantize_activation=dequantize,
     weight_scale_shape=lambda n, k: (n, k // GROUP),
+    min_sm=(10, 0),
+    scale_dtype=torch.uint8,
 )

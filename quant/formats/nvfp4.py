@@ -71,4 +71,7 @@ FORMAT = QuantFormat(
     dequantize_activation=dequantize,
     weight_scale_shape=lambda n, k: (n, k // GROUP),
     packed_k=lambda k: k // 2,
+    min_sm=(10, 0),
+    scale_dtype=torch.float8_e4m3fn,
+    has_global_scale=True,
 )

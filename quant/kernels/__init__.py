@@ -38,31 +38,31 @@ class KernelUnavailable(RuntimeError):
     """A scheme names a kernel that cannot run on this machine; the message says what to do."""
 
 
-def availability(kernel: str, fmt: str, device: torch.device) -> Availability:
+def availability(kernel: str, fmt_name: str, device: torch.device) -> Availability:
     """native / emulated / unavailable (with the reason) for one kernel and format on a device."""
     k = KERNELS.get(kernel)
     if k is None:
         return Availability(UNAVAILABLE, f"kernel {kernel!r} is not part of this build")
-    if fmt not in k.formats:
-        return Availability(UNAVAILABLE, f"{kernel} has no {fmt} kernel")
-    return k.probe(fmt, device)
+    if fmt_name not in k.formats:
+        return Availability(UNAVAILABLE, f"{kernel} has no {fmt_name} kernel")
+    return k.probe(fmt_name, device)
 
 
-def fastest(fmt: str, device: torch.device) -> str:
-    """The first kernel of FASTEST[fmt] (FASTEST_SM90[fmt] on sm90+) that runs natively on device, else "torch"."""
-    order = FASTEST_SM90.get(fmt, FASTEST[fmt]) if (capability(device) or (0, 0)) >= (9, 0) else FASTEST[fmt]
+def fastest(fmt_name: str, device: torch.device) -> str:
+    """The first kernel of FASTEST[fmt_name] (FASTEST_SM90[fmt_name] on sm90+) that runs natively on device, else "torch"."""
+    order = FASTEST_SM90.get(fmt_name, FASTEST[fmt_name]) if (capability(device) or (0, 0)) >= (9, 0) else FASTEST[fmt_name]
     for name in order:
-        if availability(name, fmt, device).status == NATIVE:
+        if availability(name, fmt_name, device).status == NATIVE:
             return name
     return "torch"
 
 
-def select(kernel: Optional[str], fmt: str, device: torch.device, label: str,
+def select(kernel: Optional[str], fmt_name: str, device: torch.device, label: str,
            runnable_names: list[str]) -> str:
     """Kernel to use for a scheme: the named one if it runs here, else raise with a useful message."""
     if kernel is None:
-        return fastest(fmt, device)
-    avail = availability(kernel, fmt, device)
+        return fastest(fmt_name, device)
+    avail = availability(kernel, fmt_name, device)
     if not avail.runs:
         hint = KERNELS[kernel].install_hint if kernel in KERNELS else ""
         raise KernelUnavailable(

@@ -7,7 +7,7 @@ layout (see quant/formats); the Triton block-128 scales are column-major, same s
 import torch
 
 from ..formats import QTensor, get_format
-from . import triton_quant
+from .triton import quant as triton_quant
 
 
 def quantize_activation(x: torch.Tensor, fmt_name: str) -> QTensor:

@@ -88,8 +88,8 @@ def finish(out: Tensor, bias: Optional[Tensor], dtype: torch.dtype) -> Tensor:
 def library_probe(module: str, min_cc: dict[str, tuple[int, int]],
                   max_cc: Optional[tuple[int, int]] = None) -> Callable[[str, torch.device], Availability]:
     """Probe for an optional library: `module` importable and the GPU within min_cc[format]..max_cc."""
-    def probe(fmt: str, device: torch.device) -> Availability:
-        return cuda_probe(device, min_cc[fmt], module=module, max_cc=max_cc)
+    def probe(fmt_name: str, device: torch.device) -> Availability:
+        return cuda_probe(device, min_cc[fmt_name], module=module, max_cc=max_cc)
     return probe
 
 

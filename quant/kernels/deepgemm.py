@@ -1,7 +1,7 @@
 """Kernel "deepgemm": DeepGEMM's Hopper fp8 block-128 GEMM (1x128 activation, 128x128 weight scales).
 
 Mirrors LightX2V `MMWeightWfp8block128Afp8channelgroup128dynamicDeepgemmActSgl`
-(lightx2v/common/ops/mm/mm_weight.py, ModelTC/LightX2V f8aee98b, 2026-08-21), which calls
+(lightx2v/common/ops/mm/mm_weight.py, ModelTC/LightX2V), which calls
 `deep_gemm.gemm_fp8_fp8_bf16_nt((x, sfa), (w, sfb), out)`; DeepGEMM renamed it `fp8_gemm_nt(a, b, d,
 c=None, recipe=None)` in 2025-07 (deepseek-ai/DeepGEMM 9da4a23; read at 54e22612, 2026-06-23). Both
 take x e4m3 [M, K] + sfa fp32 [M, K/128], w e4m3 [N, K] + sfb fp32 [ceil(N/128), K/128] contiguous, and

@@ -1,7 +1,7 @@
 """Kernel "q8f": q8_kernels' Ada (sm89) W8A8 GEMMs `q8_linear` (int8) and `fp8_linear` (e4m3).
 
 Mirrors LightX2V `MMWeightWint8channelAint8channeldynamicQ8F` / `MMWeightWfp8channelAfp8channeldynamicQ8F`
-(lightx2v/common/ops/mm/mm_weight.py, ModelTC/LightX2V f8aee98b, 2026-08-21) against
+(lightx2v/common/ops/mm/mm_weight.py, ModelTC/LightX2V) against
 q8_kernels/functional/linear.py and csrc/gemm/q8_gemm_api.cpp (KONAKONA666/q8_kernels 9cee3f3d,
 2024-12-27): `q8_linear(a, b [N, K], bias fp32, scale_a fp32 [M], scale_b fp32 [N], fuse_gelu, out_dtype)`
 and `fp8_linear(a, b, bias, scale_a, scale_b, use_hadamard=False, out_dtype)`; given pre-quantized
@@ -27,7 +27,7 @@ def linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> T
     a = xq.data.contiguous().unsqueeze(0)
     scales = (xq.scale.contiguous(), w.scale)
     b32 = bias_as(bias, torch.float32)
-    if fmt.name == "int8":
+    if fmt.weight_dtype == torch.int8:
         out = library_attr(_MODULE, "q8_linear")(a, w.data, b32, *scales, fuse_gelu=False, out_dtype=torch.bfloat16)
     else:
         out = library_attr(_MODULE, "fp8_linear")(a, w.data, b32, *scales, use_hadamard=False, out_dtype=torch.bfloat16)

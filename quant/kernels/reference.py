@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..formats import QuantFormat, QTensor
-from . import triton_quant
+from .triton import quant as triton_quant
 from .base import finish
 
 
@@ -28,12 +28,12 @@ def emulated_linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFor
     own quantizer), activation and weight dequantized to x.dtype (bf16/fp16), then F.linear (cuBLAS,
     fp32 accumulation, bias in the epilogue). Equals `linear` up to the 16-bit rounding of the
     dequantized operands and of the output; fp32 inputs take exactly `linear`'s math. On CUDA with
-    Triton, mxfp8 / nvfp4 fake-quantize and dequantize in one Triton pass each (kernels.triton_microscale).
+    Triton, mxfp8 / nvfp4 fake-quantize and dequantize in one Triton pass each (kernels/triton/microscale.py).
     """
     if x.dtype not in (torch.bfloat16, torch.float16):
         return linear(x, w, bias, fmt)
-    if x.is_cuda and fmt.name in ("mxfp8", "nvfp4") and triton_quant.available():
-        from . import triton_microscale  # one Triton pass each instead of ~10 torch passes
+    if x.is_cuda and fmt.name in triton_quant.MICROSCALE and triton_quant.available():
+        from .triton import microscale as triton_microscale  # one Triton pass each instead of ~10 torch passes
 
         xd = triton_microscale.fake_quantize(x, fmt.name)
         wd = triton_microscale.dequantize_weight(w, fmt.name, x.dtype)

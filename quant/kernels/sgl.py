@@ -1,8 +1,8 @@
 """Kernel "sgl": sgl-kernel's CUTLASS W8A8 GEMMs (`int8_scaled_mm`, `fp8_scaled_mm`).
 
 Mirrors LightX2V `MMWeightWfp8channelAfp8channeldynamicSgl` and `MMWeightWint8channelAint8channeldynamicSglActVllm`
-(lightx2v/common/ops/mm/mm_weight.py + sgl_kernel.py, ModelTC/LightX2V f8aee98b, 2026-08-21) against
-sgl-kernel/python/sgl_kernel/gemm.py (sgl-project/sglang main, 2026-08): `*_scaled_mm(mat_a [M, K]
+(lightx2v/common/ops/mm/mm_weight.py + sgl_kernel.py, ModelTC/LightX2V) against
+sgl-kernel/python/sgl_kernel/gemm.py (sgl-project/sglang): `*_scaled_mm(mat_a [M, K]
 row-major, mat_b [K, N] column-major, scales_a fp32 [M], scales_b fp32 [N], out_dtype fp16/bf16, bias
 in out_dtype)`. fp8 activations use sgl-kernel's `sgl_per_token_quant_fp8(x, q, scale [M, 1])` as
 LightX2V does; int8 activations use the shared quantizer (LightX2V takes sglang's or vLLM's: sgl-kernel
@@ -20,9 +20,9 @@ from .base import Kernel, bias_as, half_dtype, library_attr, library_probe
 _GEMM = {"int8": "int8_scaled_mm", "fp8": "fp8_scaled_mm"}
 
 
-def _quantize(x: Tensor, fmt: str) -> tuple[Tensor, Tensor]:
+def _quantize(x: Tensor, fmt_name: str) -> tuple[Tensor, Tensor]:
     """Per-token activation quantization: (int8 or e4m3 [M, K], fp32 scale [M, 1])."""
-    if fmt == "int8":
+    if fmt_name == "int8":
         xq = quantize_activation(x, "int8")
         return xq.data, xq.scale
     x = x.contiguous()

@@ -14,24 +14,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..formats import QuantFormat, QTensor
+from ..formats import FORMATS, QuantFormat, QTensor
 from ..formats.base import round_up
-from . import reference, triton_quant
+from . import reference
+from .triton import quant as triton_quant
 from .act_quant import quantize_activation
 from .base import EMULATED, Availability, Kernel, bias_as, capability, finish, fp32
 
-_MIN_CC = {"int8": (7, 5), "fp8": (8, 9), "fp8_block128": (9, 0), "mxfp8": (10, 0), "nvfp4": (10, 0)}
+_MIN_CC = {"fp8_block128": (9, 0)}  # cuBLAS blockwise scaled_mm: Hopper; other formats: the format's min_sm
 
 
-def probe(fmt: str, device: torch.device) -> Availability:
+def probe(fmt_name: str, device: torch.device) -> Availability:
     """Native where the GPU has the tensor cores (and torch the op), emulated elsewhere."""
     cc = capability(device)
     if cc is None:
         return Availability(EMULATED, "no CUDA GPU: reference math on the CPU")
-    need = _MIN_CC[fmt]
+    need = _MIN_CC.get(fmt_name, FORMATS[fmt_name].min_sm)
     if cc < need:
-        return Availability(EMULATED, f"{fmt} tensor cores need sm{need[0]}{need[1]}+, this GPU is sm{cc[0]}{cc[1]}")
-    if fmt != "int8" and fmt != "fp8" and not hasattr(F, "scaled_mm"):
+        return Availability(EMULATED, f"{fmt_name} tensor cores need sm{need[0]}{need[1]}+, this GPU is sm{cc[0]}{cc[1]}")
+    if fmt_name != "int8" and fmt_name != "fp8" and not hasattr(F, "scaled_mm"):
         return Availability(EMULATED, f"torch {torch.__version__} lacks F.scaled_mm (needs 2.10+)")
     return Availability("native")
 
@@ -43,7 +44,7 @@ def _int8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
     acc = torch._int_mm(a, w.data.t())[:m]
     sw = fp32(w.scale)
     if triton_quant.available():  # scales, bias and cast in one pass over the int32 result
-        from .triton_gemm import scale_epilogue
+        from .triton.gemm import scale_epilogue
 
         return scale_epilogue(acc, xq.scale, sw, bias, x.dtype)
     out = acc.float().mul_(xq.scale).mul_(sw.t())
@@ -53,7 +54,7 @@ def _int8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
 def _fp8(x: Tensor, w: QTensor, bias: Optional[Tensor]) -> Tensor:
     xq = quantize_activation(x, "fp8")
     # use_fast_accum: Hopper's fp8 tensor-core accumulation without periodic promotion (what torchao and
-    # LightX2V use for inference; measured ~15-25% faster on an H100 at equal output error, bench/NOTES.md).
+    # LightX2V use for inference; measured ~15-25% faster on an H100 at equal output error).
     sw = fp32(w.scale)
     out = torch._scaled_mm(xq.data, w.data.t(), scale_a=xq.scale, scale_b=sw.t(),
                            bias=bias_as(bias, torch.bfloat16), out_dtype=torch.bfloat16, use_fast_accum=True)
@@ -113,14 +114,14 @@ def linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> T
     K or N not a multiple of 16) run the reference math at x's precision (reference.emulated_linear)."""
     k, n = x.shape[1], w.data.shape[0]
     if (_cached_probe(fmt.name, x.device).status != "native" or fmt.name not in _NATIVE
-            or (fmt.name != "int8" and (k % 16 or n % 16))):
+            or (fmt.weight_dtype != torch.int8 and (k % 16 or n % 16))):
         return reference.emulated_linear(x, w, bias, fmt)
     return _NATIVE[fmt.name](x, w, bias)
 
 
 KERNEL = Kernel(
     name="torch",
-    formats=frozenset(_MIN_CC),
+    formats=frozenset(FORMATS),
     install_hint="ships with PyTorch",
     probe=probe,
     linear=linear,

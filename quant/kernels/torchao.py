@@ -1,14 +1,14 @@
 """Kernel "torchao": torchao's int8 per-token x per-channel matmul and its fp8 rowwise scaled-mm wrapper.
 
 int8 mirrors LightX2V `MMWeightWint8channelAint8channeldynamicTorchao` (lightx2v/common/ops/mm/mm_weight.py,
-ModelTC/LightX2V f8aee98b, 2026-08-21): `torchao.quantization.utils._quantize_activation_per_token_absmax(x)`
+ModelTC/LightX2V): `torchao.quantization.utils._quantize_activation_per_token_absmax(x)`
 (int8, scale [M, 1] in x's dtype, absmax/127) and `_quant_int8_per_token_matmul(x_int8, x_scales,
 w_int8_t [K, N], w_scales [1, N], output_dtype)` (names with a leading underscore since torchao 0.13,
 without before; the matmul is gone from torchao main since 2026-08-07, pytorch/ao 927fded4, i.e. 0.19).
 The activation is quantized by the pack's shared one-pass quantizer (kernels.act_quant: int8, scale fp32
 [M, 1] = absmax/127, the same codes as torchao's quantizer given fp32 input; the clamp of all-zero rows
 differs, 1e-12 vs torchao's 1e-5): torchao's generic `quantize_affine` in eager mode made many passes
-over x and was most of the 0.12x measured on an H100 (bench/NOTES.md v5). torchao's matmul
+over x and was most of the 0.12x measured on an H100. torchao's matmul
 (`safe_int_mm`) copies a non-contiguous [K, N] weight view before `torch._int_mm` on every call (as in
 LightX2V); no torchao entry point takes the [N, K] layout without it (its Triton int_scaled_matmul needs
 TORCHAO_AUTOTUNER_ENABLE), so the copy stays: N*K bytes read + written per call, no cache kept.

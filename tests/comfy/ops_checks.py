@@ -33,7 +33,7 @@ def _quant(pack, module: str):
 
 
 def _setup(pack, name: str, seed: int = 0):
-    resolve, families = _quant(pack, "schemes").resolve, _quant(pack, "layers").FAMILIES
+    resolve, families = _quant(pack, "schemes").resolve, _quant(pack, "families").FAMILIES
     g = torch.Generator().manual_seed(seed)
     sd = {"blocks.0.self_attn.q.weight": torch.randn(128, 256, generator=g) / 16,
           "blocks.0.self_attn.q.bias": torch.randn(128, generator=g) * 0.1,

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 BOUND_INT8 = 0.03  # test_server.BOUND["int8"]: DiT and T5 both int8 here, so twice that
 T5_DIR = "lightx2v_t5"
 T5_NAME = "models_t5_umt5-xxl-enc-int8"
-# ComfyUI umT5 names -> Wan-native ones (the inverse of quant.lightx2v_keys.T5_RULES).
+# ComfyUI umT5 names -> Wan-native ones (the inverse of quant.lightx2v.keys.T5_RULES).
 _TO_WAN = ((r"shared\.weight", "token_embedding.weight"), (r"encoder\.final_layer_norm\.weight", "norm.weight"),
            (r"encoder\.block\.(\d+)\.layer\.0\.layer_norm\.", r"blocks.\1.norm1."),
            (r"encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.relative_attention_bias\.", r"blocks.\1.pos_embedding.embedding."),

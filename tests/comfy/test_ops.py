@@ -13,7 +13,7 @@ def test_ops(comfy_in_process, check):
 def test_make_ops_is_cached(comfy_in_process):
     ops = comfy_in_process.nodes.ops
     schemes = ops_checks._quant(comfy_in_process, "schemes")
-    fam = ops_checks._quant(comfy_in_process, "layers").FAMILIES["wan_dit"]
+    fam = ops_checks._quant(comfy_in_process, "families").FAMILIES["wan_dit"]
     a = ops.make_ops(schemes.resolve("int8-torch", "mm_type", "cpu"), fam)
     assert a is ops.make_ops(schemes.resolve("int8-torch", "mm_type", "cpu"), fam)
     assert a is not ops.make_ops(schemes.resolve("fp8-torch", "mm_type", "cpu"), fam)

@@ -11,11 +11,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from quant import schemes
-from quant.checkpoint import CheckpointError, detect, load_state_dict
-from quant.convert import convert, main
+from quant.checkpoints.read import CheckpointError, detect, load_state_dict
+from quant.checkpoints.convert import convert, main
 from quant.formats import FORMATS
 from quant.linear import QuantLinear
-from quant.safetensors_io import read_header, read_tensor
+from quant.checkpoints.safetensors_file import read_header, read_tensor
 
 
 def _nothing_written(folder, dst):

@@ -1,10 +1,10 @@
-"""quant.bench on the CPU: argument parsing, shape presets, the table and the JSON report."""
+"""bench.linears on the CPU: argument parsing, shape presets, the table and the JSON report."""
 import json
 
 import pytest
 import torch
 
-from quant import bench, bench_block, bench_encoders
+from bench import block as bench_block, encoders as bench_encoders, linears as bench
 
 
 def test_presets_hold_the_issue_shapes():
@@ -55,7 +55,7 @@ def test_bench_runs_on_cpu_and_writes_table_and_json(tmp_path, capsys):
     assert "| 8,64,32 | int8-torch | torch |" in text and "| shape (M,K,N) |" in text
     data = json.loads(out.read_text())
     assert data["device"] == "cpu" and data["torch"] == torch.__version__
-    assert data["command"].startswith("python -m quant.bench --shapes 8,64,32")
+    assert data["command"].startswith("python -m bench --shapes 8,64,32")
     assert [r["method"] for r in data["rows"]] == [bench.BASELINE, "int8-torch"]
     assert data["rows"][1]["rel_err"] == pytest.approx(q.rel_err)
 
@@ -80,7 +80,7 @@ def test_wan_block_runs_tiny_on_cpu():
 
 
 def test_per_method_swaps_every_linear_and_restores_them():
-    from quant import bench_models
+    from bench import models as bench_models
     from quant.linear import QuantLinear
 
     enc = bench_encoders.T5Encoder(layers=2, dim=64, heads=2, ffn=96, dtype=torch.float32)
@@ -96,7 +96,7 @@ def test_per_method_swaps_every_linear_and_restores_them():
 
 
 def test_per_method_reports_a_failing_method_and_keeps_going(capsys):
-    from quant import bench_models
+    from bench import models as bench_models
 
     enc = bench_encoders.ClipVision(layers=1, dim=64, heads=2, mlp=96, dtype=torch.float32)
     calls = []

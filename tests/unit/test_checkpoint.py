@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from quant import checkpoint
-from quant.checkpoint import CheckpointError, detect, load_state_dict
-from quant.convert import convert
+from quant.checkpoints import read as checkpoint
+from quant.checkpoints.read import CheckpointError, detect, load_state_dict
+from quant.checkpoints.convert import convert
 from quant.formats import FORMATS
 from quant.linear import QuantLinear
 
@@ -339,7 +339,7 @@ def checkpoint_qtensor(sd, base, fmt, n, k):
 
 
 def test_comfyui_layout_has_quantization_metadata(tmp_path, wan_dit_file):
-    from quant.safetensors_io import read_header
+    from quant.checkpoints.safetensors_file import read_header
 
     src, sd = wan_dit_file
     dst = str(tmp_path / "c.safetensors")

@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from quant import convert as convert_mod
-from quant.checkpoint import detect, load_state_dict
-from quant.convert import convert, main
+from quant.checkpoints import convert as convert_mod
+from quant.checkpoints.read import detect, load_state_dict
+from quant.checkpoints.convert import convert, main
 from quant.formats import FORMATS
 from quant.linear import QuantLinear
-from quant.safetensors_io import read_header
+from quant.checkpoints.safetensors_file import read_header
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MM_TYPE_FOR = {"int8": "int8-vllm", "fp8": "fp8-triton", "fp8_block128": "fp8-b128-deepgemm",
@@ -339,7 +339,7 @@ def test_python_dash_m_entry_point(tmp_path, wan_dit_file):
     src, _ = wan_dit_file
     dst = str(tmp_path / "o.safetensors")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "quant.convert", src, dst, "--mm-type", "fp8-vllm", "--no-progress"],
+    r = subprocess.run([sys.executable, "-m", "quant.checkpoints.convert", src, dst, "--mm-type", "fp8-vllm", "--no-progress"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert detect(dst).format == "fp8"

@@ -16,20 +16,20 @@ import time
 
 import torch
 
-from quant.checkpoint import detect
+from quant.checkpoints.read import detect
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _CHILD = r"""
 import runpy, sys
 argv = sys.argv[1:]
-sys.argv = ["quant.convert", *argv]
+sys.argv = ["quant.checkpoints.convert", *argv]
 rc = 0
 try:
     if argv:
-        runpy.run_module("quant.convert", run_name="__main__", alter_sys=True)  # == python -m quant.convert
+        runpy.run_module("quant.checkpoints.convert", run_name="__main__", alter_sys=True)  # == python -m quant.checkpoints.convert
     else:
-        import torch, quant.convert  # baseline: interpreter + torch + quant
+        import torch, quant.checkpoints.convert  # baseline: interpreter + torch + quant
 except SystemExit as e:
     rc = e.code
 # VmHWM of this process image (ru_maxrss would include the forked parent's pages before exec)

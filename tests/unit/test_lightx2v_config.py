@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from quant.lightx2v_config import ConfigError, parse_config
+from quant.lightx2v.config import ConfigError, parse_config
 
 BASE = {"infer_steps": 40, "target_video_length": 81, "self_attn_1_type": "sage_attn2", "enable_cfg": True}
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from quant.formats import QTensor, get_format
-from quant.lightx2v_keys import is_native, to_comfy
+from quant.lightx2v.keys import is_native, to_comfy
 
 T5_CFG = dict(d_ff=96, d_kv=16, d_model=64, num_heads=4, num_layers=2, vocab_size=128,
               dense_act_fn="gelu_pytorch_tanh", is_gated_act=True, model_type="umt5")

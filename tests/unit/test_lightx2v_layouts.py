@@ -1,4 +1,4 @@
-"""LightX2V's quantized files in every layout load through quant.checkpoint and quant.linear.
+"""LightX2V's quantized files in every layout load through quant.checkpoints.read and quant.linear.
 
 Files are written by tests/unit/lightx2v_synth.py exactly as tools/convert/converter.py does
 (key names, scale at `key + "_scale"` in the source dtype, non-linear tensors cast).
@@ -11,9 +11,9 @@ import lightx2v_synth as synth
 import pytest
 import torch
 
-from quant.checkpoint import checkpoint_files, load_state_dict
+from quant.checkpoints.read import checkpoint_files, load_state_dict
 from quant.formats import QTensor, get_format
-from quant.linear import QuantLinear, normalize_state_dict, scale_dtype
+from quant.linear import QuantLinear, normalize_state_dict
 
 # max |dequant - w| / row absmax: half a step, plus the source dtype's rounding (LightX2V divides
 # and keeps the scale in the source dtype, so a bf16 source adds up to one bf16 ulp, 2^-8).
@@ -33,7 +33,7 @@ def _check_layers(sd, src, fmt_name):
         n, kk = src[k].shape
         layer = {"weight": sd[k], "weight_scale": sd[k + "_scale"]}
         normalize_state_dict(layer, "", fmt, kk, n)
-        assert layer["weight_scale"].dtype == scale_dtype(fmt) and layer["weight_scale"].shape == (n, 1)
+        assert layer["weight_scale"].dtype == fmt.scale_dtype and layer["weight_scale"].shape == (n, 1)
         w = src[k].float()
         err = (fmt.dequantize_weight(QTensor(layer["weight"], layer["weight_scale"]), torch.float32) - w).abs().amax(1)
         assert (err <= _bound(fmt_name, src[k]) * w.abs().amax(1) + 1e-6).all(), k

@@ -11,7 +11,7 @@ import torch
 
 from quant.formats import QTensor, get_format
 from quant.kernels.reference import linear as ref_linear
-from quant.smoothing import fold_smoothing, has_smoothing
+from quant.lightx2v.smoothing import fold_smoothing, has_smoothing
 
 D, N, T = 64, 48, 16
 

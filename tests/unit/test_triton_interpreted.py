@@ -1,10 +1,10 @@
 """Triton kernels under Triton's CPU interpreter: their indexing checked without a GPU.
 
-- the emulated-mxfp8/nvfp4 weight dequantizer (kernels.triton_microscale): nibble order, group -> scale
+- the emulated-mxfp8/nvfp4 weight dequantizer (kernels.triton.microscale): nibble order, group -> scale
   column, ragged row/column masks, bit-exact against the formats' torch code;
-- the persistent TMA W8A8 GEMM (kernels.triton_gemm_tma): fewer programs than tiles (the persistent
+- the persistent TMA W8A8 GEMM (kernels.triton.gemm_tma): fewer programs than tiles (the persistent
   loop), ragged M and N edges, split and whole epilogues, int8 and e4m3;
-- the plain W8A8 GEMM (kernels.triton_gemm): int8 per channel (BLOCK_K 128 and 256, the small-M
+- the plain W8A8 GEMM (kernels.triton.gemm): int8 per channel (BLOCK_K 128 and 256, the small-M
   configs' width, over a K that needs the masked loop) and fp8 block-128 (pre-quantized A), ragged
   edges, grouped tile order;
 GEMM outputs are poisoned with NaN first and compared with a tolerance (the interpreter rounds fp32 ->
@@ -25,7 +25,7 @@ pytest.importorskip("triton")
 SCRIPT = textwrap.dedent("""
     import torch
     from quant.formats import QTensor, get_format
-    from quant.kernels import triton_microscale as tm
+    from quant.kernels.triton import microscale as tm
 
     torch.manual_seed(0)
     for fmt in ("mxfp8", "nvfp4"):
@@ -44,8 +44,8 @@ SCRIPT = textwrap.dedent("""
             assert torch.equal(y, want), (fmt, n, k, (y - want).abs().max().item())
     print("interpreted dequant ok")
 
-    from quant.kernels.triton_tiles import m_bucket
-    from quant.kernels import triton_gemm_tma as tma
+    from quant.kernels.triton.tiles import m_bucket
+    from quant.kernels.triton import gemm_tma as tma
 
     m, k, n = 300, 256, 640
     for dt in (torch.int8, torch.float8_e4m3fn):
@@ -70,9 +70,9 @@ SCRIPT = textwrap.dedent("""
             assert err < 5e-3, (dt, bm, bn, split, g, err)
     print("interpreted tma ok")
 
-    from quant.formats.base import E4M3_MAX, TINY
+    from quant.formats.base import E4M3_MAX
     from quant.kernels import reference
-    from quant.kernels import triton_gemm as tg
+    from quant.kernels.triton import gemm as tg
 
     m, k, n = 70, 384, 200
     for fmt in ("int8", "fp8_block128"):
@@ -90,7 +90,7 @@ SCRIPT = textwrap.dedent("""
         for bk in (128, 256) if fmt == "int8" else (128,):  # 256: K = 384 runs the masked (ragged) loop
             c.fill_(float("nan"))
             tg._w8a8_kernel.fn[grid](*args, HAS_BIAS=True, IS_INT=fmt == "int8", GROUPED=fmt != "int8",
-                                     A_FUSED=False, EVEN_K=k % bk == 0, QMAX=E4M3_MAX, TINY_=TINY, BLOCK_M=64,
+                                     EVEN_K=k % bk == 0, BLOCK_M=64,
                                      BLOCK_N=128, BLOCK_K=bk, GROUP_M=2)
             assert not torch.isnan(c.float()).any(), (fmt, bk)
             err = ((c.float() - ref).norm() / ref.norm()).item()

@@ -1,4 +1,4 @@
-"""Direct Triton launches (kernels.triton_launch), size helpers and the kernel order, without a GPU.
+"""Direct Triton launches (kernels.triton.launch), size helpers and the kernel order, without a GPU.
 
 A fake JIT function stands in for a compiled kernel: the launcher must compile (take the normal path)
 once per specialization, then call the compiled binary with every argument in signature order, and
@@ -12,12 +12,13 @@ triton = pytest.importorskip("triton")
 from triton_fakes import FakeDriver, FakeJIT  # noqa: E402
 
 from quant import kernels  # noqa: E402
-from quant.kernels import triton_launch, triton_tiles  # noqa: E402
+from quant.kernels.triton import launch as triton_launch, tiles as triton_tiles  # noqa: E402
 
 
 @pytest.fixture
 def fake_driver(monkeypatch):
     monkeypatch.setattr(triton_launch, "driver", FakeDriver)
+    monkeypatch.setattr(triton_launch, "FAST_TRITON", (triton_launch.triton.__version__,))
 
 
 def test_second_call_goes_straight_to_the_compiled_kernel(fake_driver):
@@ -118,13 +119,13 @@ class FakeLauncher:
 
 
 def test_bind_calls_the_c_launcher_only_where_verified(monkeypatch):
-    monkeypatch.setattr(triton_launch, "_C_LAUNCH_VERIFIED", (triton.__version__,))
+    monkeypatch.setattr(triton_launch, "FAST_TRITON", (triton.__version__,))
     run = FakeLauncher()
     triton_launch.bind(run, "fn", "meta", (3, 2, 1))(99, (7, 8))
     assert run.log == [("c", (3, 2, 1, 99, "fn", False, True, None, None, "meta", None, None, None, 7, 8))]
     for run in (FakeLauncher(scratch=64), FakeLauncher()):  # needs scratch memory; a Triton not verified
         if not run.global_scratch_size:
-            monkeypatch.setattr(triton_launch, "_C_LAUNCH_VERIFIED", ("0.0.",))
+            monkeypatch.setattr(triton_launch, "FAST_TRITON", ("0.0.",))
         triton_launch.bind(run, "fn", "meta", (3, 2, 1))(99, (7, 8))
         assert run.log == [("wrapper", (3, 2, 1, 99, "fn", "meta", None, None, None, 7, 8))]
 
@@ -145,7 +146,7 @@ def test_fp8_prefers_triton_from_hopper_on(monkeypatch, cc, want):
 
 
 def test_tma_path_taken_only_where_tma_can_run(monkeypatch):
-    from quant.kernels import triton_gemm_tma as tma
+    from quant.kernels.triton import gemm_tma as tma
 
     monkeypatch.setattr(tma, "_hopper", lambda index: True)
     m, k, n = tma.MIN_M, 256, 512
@@ -159,8 +160,6 @@ def test_tma_path_taken_only_where_tma_can_run(monkeypatch):
     monkeypatch.setattr(tma, "_hopper", lambda index: False)
     assert not tma.use_tma(a, sa, w, sw, c)
     monkeypatch.setattr(tma, "_hopper", lambda index: True)
-    monkeypatch.setattr(tma, "ENABLED", False)
-    assert not tma.use_tma(a, sa, w, sw, c)
     assert not tma.use_tma(a, sa, w, sw, torch.empty(m, n))  # fp32 output: the plain kernel
 
 
@@ -201,7 +200,7 @@ def test_tma_descriptors_specialize_on_block_shape_and_alignment(fake_driver):
 
 
 def test_tma_path_needs_k_and_n_of_a_tile(monkeypatch):
-    from quant.kernels import triton_gemm_tma as tma
+    from quant.kernels.triton import gemm_tma as tma
 
     monkeypatch.setattr(tma, "_hopper", lambda index: True)
     m = tma.MIN_M
@@ -211,11 +210,11 @@ def test_tma_path_needs_k_and_n_of_a_tile(monkeypatch):
         assert got == want, (k, n)
 
 
-def _pruned(m, k, grouped=False, fused=False):
-    from quant.kernels import triton_gemm as tg
+def _pruned(m, k, grouped=False):
+    from quant.kernels.triton import gemm as tg
 
     nargs = {"M": m, "M_BUCKET": triton_tiles.m_bucket(m), "K": k}
-    cfgs = tg._prune(tg.CONFIGS, nargs, GROUPED=grouped, A_FUSED=fused, EVEN_K=k % 128 == 0)
+    cfgs = tg._prune(tg.CONFIGS, nargs, GROUPED=grouped, EVEN_K=k % 128 == 0)
     return tg, [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in cfgs], cfgs
 
 
@@ -239,7 +238,7 @@ def test_block_k_256_only_where_it_divides_k_and_never_for_block128():
 
 
 def test_tma_autotune_times_each_config_longer_than_tritons_default(monkeypatch):
-    from quant.kernels import triton_gemm_tma as tma
+    from quant.kernels.triton import gemm_tma as tma
 
     seen = {}
     monkeypatch.setattr(tma.triton.testing, "do_bench", lambda fn, **kw: seen.update(kw) or [1.0])

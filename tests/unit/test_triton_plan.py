@@ -1,4 +1,4 @@
-"""Launch plans (kernels.triton_plan) and launch recording (kernels.triton_launch), without a GPU.
+"""Launch plans and launch recording (kernels.triton.launch), without a GPU.
 
 Fake compiled kernels log what they are handed: a plan must hand the live tensors' pointers, a fresh
 workspace (one kept buffer per thread and stream while small) and output, and the recorded ints and constexprs in signature order, and must decline any
@@ -13,15 +13,16 @@ pytest.importorskip("triton")
 
 from triton_fakes import FakeDriver, FakeJIT  # noqa: E402
 
-from quant.kernels import triton_launch, triton_plan  # noqa: E402
+from quant.kernels.triton import launch as triton_launch  # noqa: E402
+
+triton_plan = triton_launch  # the plans live in the same module
 
 
 @pytest.fixture(autouse=True)
 def fakes(monkeypatch):
     monkeypatch.setattr(triton_launch, "driver", FakeDriver)
-    monkeypatch.setattr(triton_plan, "driver", FakeDriver)
     monkeypatch.setattr(triton_plan, "_PLANS", {})
-    monkeypatch.setattr(triton_plan, "ENABLED", True)
+    monkeypatch.setattr(triton_launch, "FAST_TRITON", (triton_launch.triton.__version__,))
     monkeypatch.setattr(triton_plan, "_capturing", lambda: False)
     monkeypatch.setattr(triton_plan, "_SCRATCH", threading.local())
 
@@ -129,13 +130,13 @@ def test_what_is_not_planned():
     assert key3 not in triton_plan._PLANS
 
 
-def test_disabled_plans_and_the_size_cap(monkeypatch):
+def test_no_plans_off_the_verified_tritons_and_the_size_cap(monkeypatch):
     x, q, s, w, sw, b, out = tensors()
     key = triton_plan.plan_key(x, w, sw, b, "int8")
-    monkeypatch.setattr(triton_plan, "ENABLED", False)
+    monkeypatch.setattr(triton_launch, "FAST_TRITON", ("0.0.",))
     triton_plan.record(key, fake_log([], x, q, s, w, sw, b, out), x, q, s, w, sw, b, out, out.shape)
     assert not triton_plan._PLANS
-    monkeypatch.setattr(triton_plan, "ENABLED", True)
+    monkeypatch.setattr(triton_launch, "FAST_TRITON", (triton_launch.triton.__version__,))
     monkeypatch.setattr(triton_plan, "MAX_PLANS", 2)
     for fmt in ("a", "b", "c"):
         k = triton_plan.plan_key(x, w, sw, b, fmt)

@@ -22,8 +22,7 @@ from typing import Iterable, Optional
 import torch
 from torch import Tensor
 
-from .formats import QTensor, QuantFormat
-from .linear import scale_dtype
+from ..formats import QTensor, QuantFormat
 
 AFFINE = re.compile(r"(.*?blocks\.\d+\.)affine_norm([13])\.weight")
 SMOOTHED = {"1": ("self_attn.q", "self_attn.k", "self_attn.v"), "3": ("ffn.0",)}
@@ -49,7 +48,7 @@ def _scale_columns(sd: dict, base: str, a: Tensor, fmt: Optional[QuantFormat]) -
     g = sd.get(base + "weight_global_scale")
     wf = fmt.dequantize_weight(QTensor(w, sd[base + "weight_scale"], g), torch.float32) * a
     q = fmt.quantize_weight(wf)
-    sd[wkey], sd[base + "weight_scale"] = q.data, q.scale.to(scale_dtype(fmt))
+    sd[wkey], sd[base + "weight_scale"] = q.data, q.scale.to(fmt.scale_dtype)
     if q.global_scale is not None:
         sd[base + "weight_global_scale"] = q.global_scale.float()
 

@@ -5,7 +5,7 @@ per SM walks the output tiles in the grouped order of triton_tiles.tile_coords; 
 in through TMA descriptors (host-built: sized by the autotuner's pre-hook on a shape's first call,
 then for the chosen config on direct launches) and C leaves through one as well, optionally in two
 halves (EPI_SPLIT) to leave shared memory to the pipeline. Used by triton_gemm.w8a8_gemm when
-`use_tma` says so; bench/sweep_tma.py measures it.
+`use_tma` says so.
 """
 from __future__ import annotations
 
@@ -16,16 +16,15 @@ import triton
 import triton.language as tl
 import triton.testing
 
-from ..formats.base import ceil_div
-from .triton_launch import DirectLauncher, chosen
-from .triton_tiles import m_bucket, tile_coords
+from ...formats.base import ceil_div
+from .launch import DirectLauncher, chosen
+from .tiles import m_bucket, tile_coords
 
 try:  # host-side TMA descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # pragma: no cover - depends on the install
     TensorDescriptor = None
 
-ENABLED = True
 MIN_M = 4096  # below this, the tile count is too small for a persistent grid to pay off
 MIN_KN = 128  # K and N at least one tile wide (what bench/check_kernels.py covered on the H100)
 
@@ -55,7 +54,7 @@ def _cfg(bm, bn, stages, split, group_m, ws):
                          num_warps=8, num_stages=stages, pre_hook=_set_blocks)
 
 
-# The best configs of bench/sweep_tma.py on an H100 (int8 and fp8, Wan 14B and 1.3B shapes, M = 32760):
+# The best configs of a config sweep on an H100 (int8 and fp8, Wan 14B and 1.3B shapes, M = 32760):
 # (BLOCK_M, BLOCK_N, stages, EPI_SPLIT, GROUP_M, WARP_SPEC); 8 warps each.
 CONFIGS = [_cfg(*c) for c in (
     (128, 256, 3, False, 16, False),
@@ -70,7 +69,7 @@ CONFIGS = [_cfg(*c) for c in (
 
 def _bench(fn, quantiles):
     """The autotuner's timer: 0.4 s of runs per config. With Triton's default 0.1 s the pick differed
-    between processes and was up to 6% off the best config (bench/probe_autotune.py, NOTES v7)."""
+    between processes and was up to 6% off the best config."""
     return triton.testing.do_bench(fn, warmup=25, rep=400, quantiles=quantiles)
 
 
@@ -124,7 +123,7 @@ def use_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor
     """Whether the persistent TMA kernel takes this call: Hopper+, large M, K and N >= 128, per-token x
     per-channel scales with unit row stride, 16-bit output (the configs' shared memory is sized for it),
     16-byte aligned bases and rows (TMA's requirements)."""
-    if not ENABLED or TensorDescriptor is None or a.shape[0] < MIN_M or min(a.shape[1], w.shape[0]) < MIN_KN:
+    if TensorDescriptor is None or a.shape[0] < MIN_M or min(a.shape[1], w.shape[0]) < MIN_KN:
         return False
     if sa.stride(0) != 1 or sw.stride(0) != 1:
         return False

@@ -1,4 +1,4 @@
-"""Whole text / vision encoders at real shapes in bf16 vs every linear quantized (`quant.bench --encoders`).
+"""Whole text / vision encoders at real shapes in bf16 vs every linear quantized (`bench.linears --encoders`).
 
 T5-XXL: the text encoder of Wan (umT5-XXL) and Flux (T5 v1.1-XXL), 512 tokens; CLIP ViT-H/14: Wan 2.1
 i2v's image encoder, 257 tokens. At these M each linear is short on the GPU, so the eager CPU cost of a
@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .bench_models import add_ratios, mha, per_method, random_linear
+from .models import add_ratios, mha, per_method, random_linear
 
 F = torch.nn.functional
 

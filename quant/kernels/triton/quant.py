@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import torch
 
-from ..formats.base import E4M3_MAX, INT8_MAX, TINY, QTensor, ceil_div, round_up
+from ...formats.base import E4M3_MAX, INT8_MAX, TINY, QTensor, ceil_div, round_up
 
 try:  # Triton is optional: CPU-only installs fall back to plain torch.
     import triton
     import triton.language as tl
     from triton.language.extra import libdevice
 
-    from .triton_launch import DirectLauncher
-    from .triton_tiles import next_pow2
+    from .launch import DirectLauncher
+    from .tiles import next_pow2
 except Exception:  # pragma: no cover - depends on the install
     triton = None
 
 FORMATS = ("int8", "fp8", "fp8_block128")
+MICROSCALE = ("mxfp8", "nvfp4")  # formats whose emulation microscale.py runs in one Triton pass
 GROUP = 128
 _MAX_SINGLE = 16384  # rows up to this K are held in registers: x is read exactly once
 

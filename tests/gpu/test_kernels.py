@@ -1,28 +1,27 @@
-"""GPU check of every native kernel path against quant.kernels.reference (run on the device machine).
+"""GPU check of every native kernel path against quant.kernels.reference (CUDA only; skipped elsewhere).
 
-    python bench/check_kernels.py [--quick-timing]
+    python3 -m pytest -q tests/gpu   (on a CUDA machine; -s prints every check's line)
 
 1. Triton quantizers vs the formats' reference quantizers (fraction of identical codes, scale error).
 2. Direct launches re-specialize; the emulated mxfp8 / nvfp4 Triton passes match the formats' code;
-   launch plans (kernels.triton_plan) replay the generic path bit for bit (also unaligned, under CUDA graphs).
+   launch plans replay the generic path bit for bit (also unaligned, under CUDA graphs, on two streams).
 3. Each (kernel, format) linear vs reference.linear on fresh random inputs with outlier channels,
    output poisoned first (NaN in the allocator's free memory), several ragged shapes: rel err < 1e-2;
-   the "torch" kernel's emulated mxfp8 / nvfp4 (bf16 dequantize + cuBLAS) and torchao when importable;
    a second call on the same shape (Triton: the cached-config direct launch) must give the same output.
 4. The Triton linear under torch.compile(fullgraph=True) (custom op: no graph break).
-5. Optional: quick timings of the Wan 2.1-14B shapes (quantizer alone, GEMM alone, whole linear).
-Prints FAIL lines and exits 1 on any failure.
 """
-import argparse
-import sys
+import contextlib
 
+import pytest
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, ".")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
 from quant.formats import get_format  # noqa: E402
-from quant.kernels import KERNELS, availability, reference, triton_quant  # noqa: E402
+from quant.kernels import KERNELS, availability, reference  # noqa: E402
 from quant.kernels import triton as tk  # noqa: E402
+from quant.kernels.triton import launch  # noqa: E402
+from quant.kernels.triton import quant as triton_quant  # noqa: E402
 
 FAILS = []
 
@@ -86,7 +85,7 @@ def check_direct_launch():
 
 def check_microscale():
     """Triton fake-quantizer / weight dequantizer of the emulated mxfp8 / nvfp4 vs the formats' torch code."""
-    from quant.kernels import triton_microscale as tms
+    from quant.kernels.triton import microscale as tms
 
     for fmt in ("mxfp8", "nvfp4"):
         f = get_format(fmt)
@@ -119,45 +118,39 @@ def check_linears():
         if av.status != "native" and fmt not in ("mxfp8", "nvfp4"):
             check(False, f"{kname}/{fmt}: not native here: {av.reason}")
             continue
-        variants = [True, False] if (kname, fmt) == ("triton", "fp8_block128") else [None]
-        for fused in variants:
-            if fused is not None:
-                tk.FUSED_BLOCK128_QUANT = fused
-            for (m, k, n) in shapes:
-                if fmt == "nvfp4" and k % 16 or fmt == "mxfp8" and k % 32:
-                    continue
-                if (kname, fmt) == ("torchao", "fp8") and n % 16:  # torch._scaled_mm needs N % 16 == 0
-                    continue
-                for dtype in ((torch.bfloat16, torch.float16) if m == 257 else (torch.bfloat16,)):
-                    x = xin(m, k, dtype)
-                    wq = f.quantize_weight(torch.randn(n, k, device="cuda") * k ** -0.5)
-                    b = torch.randn(n, device="cuda", dtype=dtype)
-                    ref = reference.linear(x, wq, b, f)
+        for (m, k, n) in shapes:
+            if fmt == "nvfp4" and k % 16 or fmt == "mxfp8" and k % 32:
+                continue
+            if (kname, fmt) == ("torchao", "fp8") and n % 16:  # torch._scaled_mm needs N % 16 == 0
+                continue
+            for dtype in ((torch.bfloat16, torch.float16) if m == 257 else (torch.bfloat16,)):
+                x = xin(m, k, dtype)
+                wq = f.quantize_weight(torch.randn(n, k, device="cuda") * k ** -0.5)
+                b = torch.randn(n, device="cuda", dtype=dtype)
+                ref = reference.linear(x, wq, b, f)
+                poison()
+                try:
+                    y = KERNELS[kname].linear(x, wq, b, f)
+                    torch.cuda.synchronize()
+                    e = rel(y, ref)
+                    ok = e < 1e-2 and y.dtype == dtype and y.shape == (m, n)
                     poison()
-                    try:
-                        y = KERNELS[kname].linear(x, wq, b, f)
-                        torch.cuda.synchronize()
-                        e = rel(y, ref)
-                        ok = e < 1e-2 and y.dtype == dtype and y.shape == (m, n)
-                        poison()
-                        y2 = KERNELS[kname].linear(x, wq, b, f)  # second call: cached launch paths
-                        same = torch.equal(y, y2) if kname != "torchao" else rel(y2, y) < 1e-3
-                        ok = ok and same
-                        e = f"{e} (repeat identical: {same})"
-                    except Exception as ex:  # noqa: BLE001
-                        e, ok = repr(ex)[:300], False
-                    tag = "" if fused is None else (" fused-quant" if fused else " separate-quant")
-                    check(ok, f"linear {kname}/{fmt}{tag} {m}x{k}x{n} {str(dtype)[6:]}: rel err vs reference {e}")
-        tk.FUSED_BLOCK128_QUANT = False  # back to the default
+                    y2 = KERNELS[kname].linear(x, wq, b, f)  # second call: cached launch paths
+                    same = torch.equal(y, y2) if kname != "torchao" else rel(y2, y) < 1e-3
+                    ok = ok and same
+                    e = f"{e} (repeat identical: {same})"
+                except Exception as ex:  # noqa: BLE001
+                    e, ok = repr(ex)[:300], False
+                check(ok, f"linear {kname}/{fmt} {m}x{k}x{n} {str(dtype)[6:]}: rel err vs reference {e}")
 
 
 def check_plans():
-    """Launch plans (kernels.triton_plan) must replay the generic path exactly: the third call of a shape,
+    """Launch plans (kernels.triton.launch) must replay the generic path exactly: the third call of a shape,
     a fresh input on it, an input 2 bytes off alignment (the plan declines it), under CUDA-graph capture,
     four calls issued back to back on each of two streams (the kept workspaces), and a 3-D input."""
-    from quant.kernels import triton_plan
     from quant.kernels.base import fp32
 
+    triton_plan = launch
     for fmt in ("int8", "fp8", "fp8_block128"):
         f = get_format(fmt)
         for (m, k, n), has_bias in [((1, 256, 384), True), ((17, 1280, 1000), False), ((257, 1280, 5120), True),
@@ -175,9 +168,8 @@ def check_plans():
             same = torch.equal(lin(x), y1)
             poison()
             y_plan = lin(x2)
-            triton_plan.ENABLED = False
-            y_gen = lin(x2)
-            triton_plan.ENABLED = True
+            with generic():
+                y_gen = lin(x2)
             buf = torch.empty(m * k + 1, device="cuda", dtype=x.dtype)
             xm = buf[1:].view(m, k)
             xm.copy_(x2)
@@ -190,9 +182,8 @@ def check_plans():
             static_x.copy_(x2)
             g.replay()
             xs = [xin(m, k) for _ in range(4)]
-            triton_plan.ENABLED = False
-            want = [lin(t) for t in xs]
-            triton_plan.ENABLED = True
+            with generic():
+                want = [lin(t) for t in xs]
             poison()
             got = [lin(t) for t in xs]  # back to back, one kept workspace, no sync between
             side = torch.cuda.Stream()
@@ -230,62 +221,21 @@ def check_compile():
             check(False, f"torch.compile triton/{fmt}: {repr(ex)[:300]}")
 
 
-def quick_timing():
-    from triton.testing import do_bench
-
-    from quant.kernels import triton_gemm
-
-    def t(fn):
-        return do_bench(fn, warmup=50, rep=200, return_mode="median")
-
-    print("\nshape | what | ms | x bf16")
-    for (m, k, n) in [(32760, 5120, 5120), (32760, 5120, 13824), (32760, 13824, 5120), (512, 4096, 4096)]:
-        x = xin(m, k)
-        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * k ** -0.5
-        b = torch.randn(n, device="cuda", dtype=torch.bfloat16)
-        base = t(lambda: F.linear(x, w, b))
-        res = {"bf16 F.linear": base}
-        for fmt in ("int8", "fp8", "fp8_block128"):
-            f = get_format(fmt)
-            wq = f.quantize_weight(w)
-            xq = triton_quant.quantize(x, fmt)
-            res[f"quantizer {fmt}"] = t(lambda: triton_quant.quantize(x, fmt))
-            res[f"triton gemm {fmt} (pre-quantized A)"] = t(lambda: triton_gemm.w8a8_gemm(
-                xq.data, xq.scale, wq.data, wq.scale, b, x.dtype, grouped=fmt == "fp8_block128"))
-            if fmt == "fp8_block128":
-                res["triton gemm b128 fused-quant"] = t(lambda: triton_gemm.w8a8_gemm(
-                    x, None, wq.data, wq.scale, b, x.dtype, grouped=True, a_fused=True))
-            for kname in ("triton", "torch"):
-                res[f"linear {kname}/{fmt}"] = t(lambda: KERNELS[kname].linear(x, wq, b, f))
-        xq8, wq8 = triton_quant.quantize(x, "fp8"), get_format("fp8").quantize_weight(w)
-        sb8 = wq8.scale.t().contiguous()
-        res["cuBLAS fp8 rowwise GEMM alone"] = t(lambda: torch._scaled_mm(
-            xq8.data, wq8.data.t(), scale_a=xq8.scale, scale_b=sb8, bias=b, out_dtype=torch.bfloat16))
-        for kk, v in res.items():
-            print(f"{m},{k},{n} | {kk} | {v:.3f} | {base / v:.2f}x", flush=True)
-        print("best configs:", {str(key)[:60]: str(c) for key, c in triton_gemm._w8a8_kernel.cache.items()
-                                if str(n) in str(key)})
+@contextlib.contextmanager
+def generic():
+    """Every launch through Triton's normal path (no direct launches, no plans) inside the block."""
+    saved = launch.FAST_TRITON
+    launch.FAST_TRITON = ()
+    try:
+        yield
+    finally:
+        launch.FAST_TRITON = saved
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick-timing", action="store_true")
-    ap.add_argument("--only", choices=["quantizers", "direct", "microscale", "linears", "plans", "compile"],
-                    help="run one section")
-    a = ap.parse_args()
-    import triton
-
-    print(f"device {torch.cuda.get_device_name()} cc {torch.cuda.get_device_capability()} torch {torch.__version__} "
-          f"triton {triton.__version__} cuda {torch.version.cuda}")
+@pytest.mark.parametrize("section", [check_quantizers, check_direct_launch, check_microscale, check_linears,
+                                     check_plans, check_compile], ids=lambda f: f.__name__[6:])
+def test_kernels(section):
+    FAILS.clear()
     torch.manual_seed(0)
-    sections = {"quantizers": check_quantizers, "direct": check_direct_launch, "microscale": check_microscale,
-                "linears": check_linears, "plans": check_plans, "compile": check_compile}
-    for name, fn in sections.items():
-        if a.only in (None, name):
-            fn()
-    if a.quick_timing:
-        quick_timing()
-    print(f"\n{len(FAILS)} failure(s)")
-    for f in FAILS:
-        print("FAIL", f)
-    sys.exit(1 if FAILS else 0)
+    section()
+    assert not FAILS, "\n".join(FAILS)

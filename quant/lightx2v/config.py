@@ -18,9 +18,9 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from .formats import FORMATS
-from .kernels import availability, fastest
-from .schemes import DEFAULT, TABLES, names
+from ..formats import FORMATS
+from ..kernels import availability, fastest
+from ..schemes import DEFAULT, TABLES, names
 
 # LightX2V names from before the 2025-10 rename (PR #375) that the scheme tables do not list -> successor.
 LEGACY_NAMES = {
@@ -133,8 +133,8 @@ def resolve_path(value: Any, field: str, dirs: Sequence[str]) -> str:
                       f"({', '.join(dirs) or 'none given'})")
 
 
-def _by_format(table: str, fmt: str, kernel: Optional[str]) -> list[str]:
-    return [n for n, s in TABLES[table].items() if s.format_name == fmt and s.kernel == kernel]
+def _by_format(table: str, fmt_name: str, kernel: Optional[str]) -> list[str]:
+    return [n for n, s in TABLES[table].items() if s.format_name == fmt_name and s.kernel == kernel]
 
 
 def resolve_scheme(name: Any, table: str, field: str, device: torch.device) -> tuple[str, Optional[str]]:

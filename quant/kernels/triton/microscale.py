@@ -17,11 +17,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ..formats import QTensor
-from ..formats.base import E2M1_MAX, E4M3_MAX, TINY, ceil_div
-from ..formats.mxfp8 import E4M3_EMAX
-from .triton_launch import DirectLauncher
-from .triton_tiles import next_pow2
+from ...formats import QTensor
+from ...formats.base import E2M1_MAX, E4M3_MAX, TINY, ceil_div
+from ...formats.mxfp8 import E4M3_EMAX
+from .launch import DirectLauncher
+from .tiles import next_pow2
 
 GROUPS = {"mxfp8": 32, "nvfp4": 16}
 _E4M3 = tl.constexpr(E4M3_MAX)

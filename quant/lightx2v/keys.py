@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Optional
 
 from torch import Tensor
 
-from .formats.base import ceil_div
+from ..formats.base import ceil_div
 
 # Tensors of one layer: the float/quantized weight, its bias, and LightX2V's scales.
 _S = r"(weight|bias|weight_scale|weight_global_scale)"

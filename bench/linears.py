@@ -1,6 +1,6 @@
-"""Speed and error of every available mm_type vs bf16 F.linear on given shapes (`python -m quant.bench`).
+"""Speed and error of every available mm_type vs bf16 F.linear on given shapes (`python -m bench`).
 
-    python -m quant.bench [--shapes wan14b|wan1.3b|small|t5xxl|clip-h|M,K,N ...] [--mm-type all|NAME ...]
+    python -m bench [--shapes wan14b|wan1.3b|small|t5xxl|clip-h|M,K,N ...] [--mm-type all|NAME ...]
                           [--peers/--no-peers] [--block] [--encoders [t5xxl clip-h]] [--json PATH]
 
 Every figure is measured in this process: the bf16 baseline (F.linear with bias) is timed beside each
@@ -24,10 +24,10 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .bench_block import bench_block
-from .bench_encoders import ENCODERS, bench_encoder
-from .bench_models import BASELINE
-from .bench_peers import peer_methods
+from .block import bench_block
+from .encoders import ENCODERS, bench_encoder
+from .models import BASELINE
+from .peers import peer_methods
 
 PRESETS: dict[str, list[tuple[int, int, int]]] = {
     "wan14b": [(32760, 5120, 5120), (32760, 5120, 13824), (32760, 13824, 5120)],
@@ -87,7 +87,7 @@ def parse_shapes(items: list[str]) -> list[tuple[int, int, int]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m quant.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, metavar="SHAPE",
                    help=f"presets ({', '.join(PRESETS)}) or M,K,N; default: {' '.join(DEFAULT_SHAPES)}")
     p.add_argument("--mm-type", nargs="+", default=["all"], metavar="NAME",
@@ -119,7 +119,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def select_mm_types(names: list[str]) -> list[str]:
     """Expand 'all' to one name per (format, kernel) pair of MM_TYPES; check explicit names."""
-    from .schemes import MM_TYPES
+    from quant.schemes import MM_TYPES
 
     out: list[str] = []
     seen = set()
@@ -140,7 +140,7 @@ def select_mm_types(names: list[str]) -> list[str]:
 
 
 def _key(name: str):
-    from .schemes import MM_TYPES
+    from quant.schemes import MM_TYPES
 
     s = MM_TYPES[name]
     return (s.format_name, s.kernel or "torch")
@@ -268,9 +268,9 @@ def bench_shape(m: int, k: int, n: int, mm_types: list[str], device: torch.devic
     """All rows of one shape: the bf16 baseline first, then each mm_type, then each peer."""
     import torch.nn.functional as F
 
-    from .kernels import EMULATED, availability
-    from .linear import QuantLinear
-    from .schemes import resolve
+    from quant.kernels import EMULATED, availability
+    from quant.linear import QuantLinear
+    from quant.schemes import resolve
 
     label = shape_label(m, k, n)
     gen = torch.Generator(device=device).manual_seed(m * 31 + k * 7 + n)
@@ -338,7 +338,7 @@ def run(args: argparse.Namespace) -> Report:
     except Exception:  # noqa: BLE001
         tver = "not installed"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    report = Report(name, torch.__version__, tver, "python -m quant.bench " + " ".join(args.argv),
+    report = Report(name, torch.__version__, tver, "python -m bench " + " ".join(args.argv),
                     datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     timer = make_timer(device, args.rep_ms)
     peers = peer_methods(device) if args.peers else []

@@ -3,12 +3,11 @@
 C[M, N] = (A[M, K] @ W[N, K]^T) * scales + bias, cast to the output dtype, with
 - per token x per channel (int8, fp8): int32 / fp32 accumulation, scales, bias and cast in the epilogue;
 - block-128 (fp8_block128): per (1x128) activation and per (128x128) weight scales applied in the
-  main loop (BLOCK_K == 128); the activation either comes pre-quantized (q + column-major scales)
-  or as bf16/fp16/fp32 and is quantized per 1x128 tile in registers (A_FUSED): no separate pass.
+  main loop (BLOCK_K == 128); the activation comes pre-quantized (codes + column-major scales).
 
-Autotuned per (M bucket, N, K, mode) over short config lists checked on an H100 (bench/NOTES.md); after
-a key's first call the compiled kernel is launched directly (kernels.triton_launch). Per-token x
-per-channel calls with M >= 4096 on sm90+ go to the persistent TMA kernel (kernels.triton_gemm_tma).
+Autotuned per (M bucket, N, K, mode) over short config lists checked on an H100 (bench/results/NOTES.md); after
+a key's first call the compiled kernel is launched directly (kernels.triton.launch). Per-token x
+per-channel calls with M >= 4096 on sm90+ go to the persistent TMA kernel (kernels.triton.gemm_tma).
 Nothing here runs on import; the module needs Triton importable (see kernels.triton for the guard).
 """
 from __future__ import annotations
@@ -17,10 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ..formats.base import E4M3_MAX, TINY, ceil_div
-from . import triton_gemm_tma as tma
-from .triton_launch import DirectLauncher, chosen
-from .triton_tiles import m_bucket, tile_coords
+from ...formats.base import ceil_div
+from . import gemm_tma as tma
+from .launch import DirectLauncher, chosen
+from .tiles import m_bucket, tile_coords
 
 BLOCK = 128
 
@@ -33,7 +32,7 @@ def _cfg(bm, bn, warps, stages, group_m=8, bk=BLOCK):
 # Large M (DiT tokens) and every block-128 call: wide tiles, BLOCK_K = 128 (the block size).
 LARGE = [
     _cfg(128, 256, 8, 3),
-    _cfg(128, 256, 8, 4),  # config sweep (bench/sweep_triton_configs.py): fp8 +4-9% at the 14B shapes
+    _cfg(128, 256, 8, 4),  # fp8 +4-9% at the 14B shapes (config sweep, NOTES)
     _cfg(256, 128, 8, 3),
     _cfg(128, 128, 8, 4),
     _cfg(128, 128, 4, 4),
@@ -43,7 +42,7 @@ LARGE = [
     _cfg(128, 64, 4, 4),
 ]
 # Per token x per channel with M <= SMALL_MAX_M (text encoders, short batches): the configs that cover
-# every shape of a 98-config sweep at M = 77..2048 within 4% of its best (bench/NOTES.md v7).
+# every shape of a 98-config sweep at M = 77..2048 within 4% of its best.
 SMALL_MAX_M = 2048
 SMALL = [
     _cfg(128, 128, 4, 5), _cfg(128, 128, 8, 5), _cfg(128, 128, 4, 3), _cfg(128, 128, 4, 6), _cfg(64, 128, 4, 4),
@@ -54,17 +53,15 @@ CONFIGS = LARGE + SMALL
 
 
 def _prune(configs, named_args, **kw):
-    """The list for this call's M and mode, less tiles that cannot fit (fused bf16 A tiles are twice as
-    big), overrun K (BLOCK_K 256 with K % 256 != 0 but EVEN_K) or are far too large for M."""
+    """The list for this call's M and mode, less tiles that cannot fit, overrun K (BLOCK_K 256 with
+    K % 256 != 0 but EVEN_K) or are far too large for M."""
     m = named_args["M_BUCKET"]
-    fused = kw.get("A_FUSED", False)
     grouped = kw.get("GROUPED", False)
     small = not grouped and m <= SMALL_MAX_M
-    a_bytes = 2 if fused else 1
     out = []
     for c in configs:
         bm, bn, bk = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]
-        if (id(c) in _SMALL_IDS) != small or (bm * a_bytes + bn) * bk * c.num_stages > 200 * 1024:
+        if (id(c) in _SMALL_IDS) != small or (bm + bn) * bk * c.num_stages > 200 * 1024:
             continue
         if bk != BLOCK and (grouped or kw.get("EVEN_K") and named_args["K"] % bk):
             continue
@@ -78,13 +75,13 @@ def _prune(configs, named_args, **kw):
     return out or [LARGE[-1]]
 
 
-@triton.autotune(configs=CONFIGS, key=["M_BUCKET", "N", "K", "IS_INT", "GROUPED", "A_FUSED"],
+@triton.autotune(configs=CONFIGS, key=["M_BUCKET", "N", "K", "IS_INT", "GROUPED"],
                  prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKET,
                  stride_am, stride_bn, stride_cm, stride_sam, stride_sak, stride_sbn, stride_sbk,
                  HAS_BIAS: tl.constexpr, IS_INT: tl.constexpr, GROUPED: tl.constexpr,
-                 A_FUSED: tl.constexpr, EVEN_K: tl.constexpr, QMAX: tl.constexpr, TINY_: tl.constexpr,
+                 EVEN_K: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     pid_m, pid_n = tile_coords(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
 
@@ -109,15 +106,8 @@ def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKE
             a = tl.load(a_ptrs, mask=kmask[None, :], other=0.0)
             b = tl.load(b_ptrs, mask=kmask[:, None], other=0.0)
         if GROUPED:
-            if A_FUSED:  # quantize this 1x128 tile of each row in registers (same math as the format)
-                af = a.to(tl.float32)
-                amax = tl.maximum(tl.max(tl.abs(af), axis=1), TINY_)
-                sa = amax / QMAX
-                aq = tl.minimum(tl.maximum(af * (QMAX / amax)[:, None], -QMAX), QMAX)
-                part = tl.dot(aq.to(b.dtype), b)
-            else:
-                sa = tl.load(sa_ptr + rm * stride_sam + kt * stride_sak)
-                part = tl.dot(a, b)
+            sa = tl.load(sa_ptr + rm * stride_sam + kt * stride_sak)
+            part = tl.dot(a, b)
             if BLOCK_N <= BLOCK_K:  # one weight block column: a scalar scale
                 sb = tl.load(sb_ptr + (pid_n * BLOCK_N // BLOCK_K) * stride_sbn + kt * stride_sbk)
                 acc += part * (sa * sb)[:, None]
@@ -149,12 +139,12 @@ _BEST: dict = {}  # launch key -> (constexprs incl. the autotuned config, launch
 _DIRECT = DirectLauncher(_w8a8_kernel.fn)
 
 
-def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor | None, w: torch.Tensor, sw: torch.Tensor,
-              bias: torch.Tensor | None, out_dtype: torch.dtype, grouped: bool, a_fused: bool = False) -> torch.Tensor:
+def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor,
+              bias: torch.Tensor | None, out_dtype: torch.dtype, grouped: bool) -> torch.Tensor:
     """The one launcher.
 
-    a: [M, K] int8/e4m3 (quantized; sa its scales: [M, 1] per token or [M, K/128]) or, with a_fused,
-    the float activation (sa None). w: [N, K] int8/e4m3; sw: [N, 1] per channel or [ceil(N/128), K/128].
+    a: [M, K] int8/e4m3 (quantized; sa its scales: [M, 1] per token or [M, K/128]).
+    w: [N, K] int8/e4m3; sw: [N, 1] per channel or [ceil(N/128), K/128].
     """
     m, k = a.shape
     n = w.shape[0]
@@ -164,24 +154,21 @@ def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor | None, w: torch.Tensor, sw: tor
     if a.stride(1) != 1:
         a = a.contiguous()
     is_int = w.dtype == torch.int8
-    if sa is None:
-        sa = sw  # unused placeholder pointer (A_FUSED)
     has_bias = bias is not None
-    if not grouped and not a_fused and tma.use_tma(a, sa, w, sw, c):
+    if not grouped and tma.use_tma(a, sa, w, sw, c):
         tma.w8a8_gemm_tma(a, sa, w, sw, bias, c)
         return c
     args = (a, w, c, sa, sw, bias if has_bias else sw, m, n, k, m_bucket(m),
             a.stride(0), w.stride(0), c.stride(0), sa.stride(0), sa.stride(1) if sa.dim() > 1 else 0,
             sw.stride(0), sw.stride(1) if sw.dim() > 1 else 0)
     # The autotuner picks a config on the key's first call; later calls launch the compiled kernel for
-    # that config directly with the constexprs and options cached here (kernels.triton_launch: small-M
+    # that config directly with the constexprs and options cached here (kernels.triton.launch: small-M
     # calls are launch-bound).
-    key = (args[9], n, k, is_int, grouped, a_fused, has_bias, a.dtype, w.dtype, out_dtype,
+    key = (args[9], n, k, is_int, grouped, has_bias, a.dtype, w.dtype, out_dtype,
            None if bias is None else bias.dtype)
     hit = _BEST.get(key)
     if hit is None:
-        consts = {"HAS_BIAS": has_bias, "IS_INT": is_int, "GROUPED": grouped, "A_FUSED": a_fused,
-                  "EVEN_K": k % BLOCK == 0, "QMAX": E4M3_MAX, "TINY_": TINY}
+        consts = {"HAS_BIAS": has_bias, "IS_INT": is_int, "GROUPED": grouped, "EVEN_K": k % BLOCK == 0}
         _w8a8_kernel[lambda meta: _grid(meta, m, n)](*args, **consts)
         _BEST[key] = chosen(_w8a8_kernel, consts)
     else:

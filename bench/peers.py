@@ -1,4 +1,4 @@
-"""Peers timed beside our mm_types by `python -m quant.bench`: torchao (compiled) and comfy-kitchen
+"""Peers timed beside our mm_types by `python -m bench`: torchao (compiled) and comfy-kitchen
 (ComfyUI core's kernels), each only when importable; builders take a bf16 nn.Linear and return fn(x)."""
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def peer_methods(device: torch.device) -> list[tuple[str, str, Callable[[nn.Line
         label = f"comfy-kitchen {_v('comfy-kitchen')}"
 
         def ck_int8(lin):
-            from .formats import get_format
+            from quant.formats import get_format
 
             q = get_format("int8").quantize_weight(lin.weight.detach())
             w, s, b = q.data, q.scale, lin.bias.detach()

@@ -17,26 +17,28 @@ import json
 import mmap
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from .formats.base import ceil_div
-from .formats.swizzle import from_blocked, swap_nibbles
-from .safetensors_io import CheckpointError, TensorInfo, read_header
+from ..formats.base import ceil_div
+from ..formats.swizzle import from_blocked, swap_nibbles
+from .safetensors_file import CheckpointError, TensorInfo, read_header
 
 _DROP_SUFFIXES = (".comfy_quant", ".input_scale", ".scale_input")
 
 
 @dataclass(frozen=True)
 class Detected:
-    """What a checkpoint holds, from headers only: layout, quantized format (None = float), its files."""
+    """What a checkpoint holds, from headers only: layout, quantized format (None = float), its files,
+    and the safetensors `__metadata__` of its files merged (empty for .pth)."""
 
     layout: str
     format: Optional[str]
     files: tuple
     quantized_layers: int
+    metadata: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def checkpoint_files(path: str) -> list[str]:
@@ -62,7 +64,8 @@ def checkpoint_files(path: str) -> list[str]:
 
 
 def read_headers(path: str) -> tuple[dict[str, tuple[str, TensorInfo]], dict[str, str]]:
-    """All tensors of a (possibly sharded) safetensors checkpoint: name -> (file, info), merged metadata."""
+    """All tensors of a (possibly sharded) safetensors checkpoint: name -> (file, info), merged metadata.
+    Each file's header is parsed once."""
     out, meta = {}, {}
     for f in checkpoint_files(path):
         tensors, m = read_header(f)
@@ -113,11 +116,15 @@ def detect(path: str) -> Detected:
     """Tell the layout and quantized format of a checkpoint: from headers alone for safetensors, a memory map for .pth."""
     if path.endswith((".pth", ".pt")):
         return load_state_dict(path)[1]
-    tensors, meta = read_headers(path)
+    return _detect(path, *read_headers(path))
+
+
+def _detect(path: str, tensors: dict[str, tuple[str, TensorInfo]], meta: dict[str, str]) -> Detected:
+    """detect() from already parsed headers."""
     files = tuple(sorted({f for f, _ in tensors.values()}))
     if "scaled_fp8" in tensors:
         n = sum(1 for k in tensors if k.endswith(".scale_weight"))
-        return Detected("scaled_fp8", "fp8", files, n)
+        return Detected("scaled_fp8", "fp8", files, n, meta)
     comfy = any(k.endswith(".comfy_quant") for k in tensors) or "_quantization_metadata" in meta
     candidates = []
     for name, (_, info) in tensors.items():
@@ -126,13 +133,13 @@ def detect(path: str) -> Detected:
             candidates.append(_layer_formats(info, scale and scale[1]))
     fmt = _pick_format(candidates, path)
     if fmt is None:
-        return Detected("float", None, files, 0)
-    return Detected("comfyui" if comfy else "lightx2v", fmt, files, len(candidates))
+        return Detected("float", None, files, 0, meta)
+    return Detected("comfyui" if comfy else "lightx2v", fmt, files, len(candidates), meta)
 
 
-def _mmap_tensors(path: str) -> dict[str, torch.Tensor]:
-    """Every tensor of one safetensors file as a zero-copy view of the mapped file (pages load on use)."""
-    tensors, _ = read_header(path)
+def _mmap_tensors(path: str, tensors: dict[str, TensorInfo]) -> dict[str, torch.Tensor]:
+    """Every tensor of one safetensors file (its parsed header: `tensors`) as a zero-copy view of the
+    mapped file (pages load on use)."""
     with open(path, "rb") as f:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     data_start = 8 + int.from_bytes(mm[:8], "little")
@@ -164,10 +171,14 @@ def load_state_dict(path: str) -> tuple[dict[str, torch.Tensor], Detected]:
                  if k.endswith(".weight") and v.dtype in (torch.int8, torch.uint8, torch.float8_e4m3fn)]
         det = Detected("lightx2v", _pick_format(cands, path), (path,), len(cands))
         return sd, det
-    det = detect(path)
+    headers, meta = read_headers(path)
+    det = _detect(path, headers, meta)
+    per_file: dict[str, dict[str, TensorInfo]] = {}
+    for name, (f, info) in headers.items():
+        per_file.setdefault(f, {})[name] = info
     sd = {}
     for f in det.files:
-        sd.update(_mmap_tensors(f))
+        sd.update(_mmap_tensors(f, per_file[f]))
     if det.layout == "comfyui":
         _from_comfyui(sd)
     elif det.layout == "scaled_fp8":

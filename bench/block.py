@@ -1,13 +1,13 @@
 """Whole Wan 2.1-14B transformer block in bf16 vs every linear quantized, with the linear/attention split.
 
-Used by `python -m quant.bench --block`; timings come from the caller's timer.
+Used by `python -m bench --block`; timings come from the caller's timer.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .bench_models import add_ratios, mha, per_method, random_linear
+from .models import add_ratios, mha, per_method, random_linear
 
 
 class WanBlock(nn.Module):

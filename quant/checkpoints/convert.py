@@ -1,6 +1,6 @@
 """Command line: float checkpoint -> quantized checkpoint, streamed tensor by tensor.
 
-    python -m quant.convert SRC DST --mm-type NAME [--model-type auto|wan_dit|flux_dit|wan_t5|wan_clip]
+    python -m quant.checkpoints.convert SRC DST --mm-type NAME [--model-type auto|wan_dit|flux_dit|wan_t5|wan_clip]
         [--layout lightx2v|comfyui] [--keep PATTERN ...] [--overwrite]
 
 Quantizes the linears LightX2V quantizes (quant/layers.py), copies every other tensor unchanged,
@@ -19,12 +19,12 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from .checkpoint import checkpoint_files, detect, load_pth
-from .formats import QuantFormat, check_finite
-from .layers import ModelFamily, detect_family, get_family, should_quantize
+from .read import checkpoint_files, detect, load_pth
+from ..formats import QuantFormat, check_finite
+from ..families import ModelFamily, detect_family, get_family, should_quantize
 from .layouts import COMFY_NAMES, LAYOUTS, Spec
-from .safetensors_io import CheckpointError, read_header, read_tensor, write_streaming
-from .schemes import MM_TYPES, QUANT_SCHEMES
+from .safetensors_file import CheckpointError, read_header, read_tensor, write_streaming
+from ..schemes import MM_TYPES, QUANT_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def convert(src: str, dst: str, mm_type: str, model_type: str = "auto", layout: 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m quant.convert", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m quant.checkpoints.convert", description=__doc__.split("\n\n")[0])
     p.add_argument("src", help=".safetensors file, sharded folder, or LightX2V .pth")
     p.add_argument("dst", help="output .safetensors file")
     p.add_argument("--mm-type", required=True, help="e.g. int8-triton, fp8-vllm, fp8-b128-triton, nvfp4, int8, fp8")

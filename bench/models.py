@@ -1,4 +1,4 @@
-"""Shared pieces of the whole-model benches (`python -m quant.bench --block / --encoders`): random
+"""Shared pieces of the whole-model benches (`python -m bench --block / --encoders`): random
 linears, multi-head SDPA, and the loop that times a model in bf16, then with every nn.Linear swapped
 for a QuantLinear of each native mm_type.
 """
@@ -40,9 +40,9 @@ def per_method(model: nn.Module, mm_types: list[str], device: torch.device,
     """[{method, **measure()}] for bf16 and each mm_type whose kernel runs natively here (on a CPU, where
     nothing does: the reference math, for tests); the model's float linears are put back after each. A
     method that fails is reported on stderr as not verified."""
-    from .kernels import EMULATED, NATIVE, availability
-    from .linear import QuantLinear
-    from .schemes import resolve
+    from quant.kernels import EMULATED, NATIVE, availability
+    from quant.linear import QuantLinear
+    from quant.schemes import resolve
 
     slots = linear_slots(model)
     out: list[dict] = []
