@@ -1,0 +1,69 @@
+"""The pack's own quantized attention (Triton, SageAttention-2 style), non-causal, no mask.
+
+Q per token and K (minus its per-channel mean over the keys) per key block in int8, scores in fp32 and
+the online softmax in the exp2 domain; P and V in e4m3 (V per channel), or, with accurate=True, P and V
+in the input dtype. Q/K/V are quantized by a Triton pre-pass (quantize.py) that reads the [B, H, L, D]
+inputs through their strides (no torch copies); the main kernel is kernel.py, its launch configs
+configs.py. Importing this package never fails: without Triton, `unsupported_reason` says so.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+try:
+    import triton  # noqa: F401
+except Exception:  # pragma: no cover - depends on the install
+    triton = None
+
+HEAD_DIMS = (64, 96, 128)
+DTYPES = (torch.bfloat16, torch.float16)
+MIN_CC = (9, 0)  # TMA descriptors and e4m3 tensor cores
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def unsupported_reason(q: Tensor, k: Tensor, v: Tensor) -> Optional[str]:
+    """None when quantized_attention can run these inputs ([B,H,L,D]), else a short reason (no Triton, not
+    CUDA and no TRITON_INTERPRET, head dim, dtype, ...)."""
+    if triton is None:
+        return "triton is not installed"
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        return "inputs must be [B, H, L, D]"
+    if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        return f"shapes do not match: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if q.shape[3] not in HEAD_DIMS:
+        return f"head dim {q.shape[3]} (supported: {HEAD_DIMS})"
+    if q.dtype not in DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+        return f"dtypes {q.dtype}/{k.dtype}/{v.dtype} (supported: bf16 or fp16, all the same)"
+    if min(q.shape[2], k.shape[2]) == 0:
+        return "empty sequence"
+    if not (q.device == k.device == v.device):
+        return "q, k and v on different devices"
+    if q.device.type != "cuda":
+        return None if _interpreted() else f"not a CUDA tensor ({q.device.type}) and TRITON_INTERPRET unset"
+    if torch.cuda.get_device_capability(q.device) < MIN_CC:
+        return f"needs compute capability >= {MIN_CC[0]}.{MIN_CC[1]} (TMA, e4m3 tensor cores)"
+    return None
+
+
+def quantized_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: Optional[float] = None,
+                        accurate: bool = False) -> Tensor:
+    """q [B,H,Lq,D], k/v [B,H,Lk,D] -> [B,H,Lq,D] in q.dtype (storage [B,Lq,H,D])."""
+    reason = unsupported_reason(q, k, v)
+    if reason is not None:
+        raise ValueError(f"quantized_attention: {reason}")
+    from . import configs, kernel
+
+    cc_major = torch.cuda.get_device_capability(q.device)[0] if q.device.type == "cuda" else 9
+    dp = triton.next_power_of_2(q.shape[3])
+    scale = q.shape[3] ** -0.5 if scale is None else scale
+    if q.device.type == "cuda":
+        with torch.cuda.device(q.device):
+            return kernel.attention(q, k, v, scale, accurate, configs.pick(cc_major, dp, accurate))
+    return kernel.attention(q, k, v, scale, accurate, configs.pick(cc_major, dp, accurate))

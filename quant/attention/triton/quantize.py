@@ -1,0 +1,163 @@
+"""Pre-pass of the quantized attention: Q, K, V ([B, H, L, D], any strides) -> the main kernel's operands.
+
+Three launches, each reading its inputs once (K and V are read twice in all):
+1. `_stats_kernel`: per (batch x head, chunk of CHUNK keys) the column sums of K and column absmax of V,
+   partials [BH, chunks, DP] fp32 (no atomics, deterministic).
+2. `_quant_q_kernel`: Q per token to int8, q8 [BH * Lq, DP], scale qs [BH * Lq] fp32 that also holds the
+   softmax scale * log2(e) (the main kernel works in the exp2 domain).
+3. `_quant_kv_kernel`: K minus its per-channel mean over the keys (softmax-invariant) to int8 per block of
+   BLOCK_N keys, k8 [BH * Lk_pad, DP], ks [BH, Lk_pad / BLOCK_N]; V per channel to e4m3, stored
+   transposed (K-major for the P @ V tensor-core product) vt [BH * DP, Lk_pad], scale vs [BH, DP];
+   in the accurate mode V is copied unquantized (v16 [BH * Lk_pad, DP], input dtype) instead.
+Lk_pad rounds Lk up to BLOCK_N and DP the head dim up to a power of two; padded keys and channels are
+zeros, so the main loop needs no masks but the last tile's -inf on padded keys.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ...formats import base
+
+ceil_div = base.ceil_div
+E4M3_MAX = tl.constexpr(base.E4M3_MAX)
+INT8_MAX = tl.constexpr(base.INT8_MAX)
+TINY = tl.constexpr(base.TINY)
+
+LOG2E = 1.4426950408889634
+CHUNK = 2048  # keys per program of the statistics pass
+KV_BLOCKS = 8  # key blocks per program of the K/V quantizer (amortises its read of the partials)
+ROWS = 64  # rows per program of the Q quantizer and per step of the statistics pass
+
+
+class Operands(NamedTuple):
+    """What the main kernel reads (layouts in the module docstring); vs and vt are None in the accurate mode."""
+    q8: torch.Tensor
+    qs: torch.Tensor
+    k8: torch.Tensor
+    ks: torch.Tensor
+    v: torch.Tensor
+    vs: Optional[torch.Tensor]
+    lk_pad: int
+
+
+@triton.jit
+def _stats_kernel(k_ptr, v_ptr, ksum_ptr, vmax_ptr, H, L, skb, skh, skl, skd, svb, svh, svl, svd,
+                  D: tl.constexpr, DP: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr):
+    chunk = tl.program_id(0)
+    bh = tl.program_id(1)
+    nchunks = tl.num_programs(0)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    cols = tl.arange(0, DP)
+    ksum = tl.zeros((ROWS, DP), tl.float32)
+    vmax = tl.zeros((ROWS, DP), tl.float32)
+    for r0 in range(chunk * CHUNK, tl.minimum(chunk * CHUNK + CHUNK, L), ROWS):
+        rows = (r0 + tl.arange(0, ROWS)).to(tl.int64)
+        mask = (rows[:, None] < L) & (cols[None, :] < D)
+        k = tl.load(k_ptr + b * skb + h * skh + rows[:, None] * skl + cols[None, :] * skd, mask=mask, other=0.0)
+        v = tl.load(v_ptr + b * svb + h * svh + rows[:, None] * svl + cols[None, :] * svd, mask=mask, other=0.0)
+        ksum += k.to(tl.float32)
+        vmax = tl.maximum(vmax, tl.abs(v.to(tl.float32)))
+    out = (bh * nchunks + chunk) * DP + cols
+    tl.store(ksum_ptr + out, tl.sum(ksum, 0))
+    tl.store(vmax_ptr + out, tl.max(vmax, 0))
+
+
+@triton.jit
+def _to_int8(x, inv_scale):
+    """fp32 values times 1/scale -> int8 codes (round half away from zero, clamped to +-127)."""
+    y = tl.minimum(tl.maximum(x * inv_scale, -127.0), 127.0)
+    return (y + tl.where(y >= 0, 0.5, -0.5)).to(tl.int8)
+
+
+@triton.jit
+def _quant_q_kernel(q_ptr, q8_ptr, qs_ptr, H, L, sqb, sqh, sql, sqd, qk_scale,
+                    D: tl.constexpr, DP: tl.constexpr, ROWS: tl.constexpr):
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, DP)
+    mask = (rows[:, None] < L) & (cols[None, :] < D)
+    ptrs = q_ptr + b * sqb + h * sqh + rows.to(tl.int64)[:, None] * sql + cols[None, :] * sqd
+    q = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    amax = tl.maximum(tl.max(tl.abs(q), 1), TINY)
+    out_rows = bh.to(tl.int64) * L + rows
+    tl.store(q8_ptr + out_rows[:, None] * DP + cols[None, :], _to_int8(q, (1.0 / amax * INT8_MAX)[:, None]),
+             mask=rows[:, None] < L)
+    tl.store(qs_ptr + out_rows, amax * (qk_scale / INT8_MAX), mask=rows < L)
+
+
+@triton.jit
+def _quant_kv_kernel(k_ptr, v_ptr, ksum_ptr, vmax_ptr, k8_ptr, ks_ptr, vo_ptr, vs_ptr, H, L, L_PAD, NCHUNKS,
+                     skb, skh, skl, skd, svb, svh, svl, svd,
+                     D: tl.constexpr, DP: tl.constexpr, BLOCK_N: tl.constexpr, NCHUNKS_P: tl.constexpr,
+                     KV_BLOCKS: tl.constexpr, ACCURATE: tl.constexpr):
+    bh = tl.program_id(1)
+    nkb = L_PAD // BLOCK_N
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    cols = tl.arange(0, DP)
+    chunks = tl.arange(0, NCHUNKS_P)
+    part = (bh * NCHUNKS + chunks)[:, None] * DP + cols[None, :]
+    pmask = chunks[:, None] < NCHUNKS
+    mean = tl.sum(tl.load(ksum_ptr + part, mask=pmask, other=0.0), 0) / L
+    if not ACCURATE:
+        vmax = tl.maximum(tl.max(tl.load(vmax_ptr + part, mask=pmask, other=0.0), 0), TINY)
+        if tl.program_id(0) == 0:
+            tl.store(vs_ptr + bh * DP + cols, vmax / E4M3_MAX)
+    for blk in range(tl.program_id(0) * KV_BLOCKS, tl.minimum(tl.program_id(0) * KV_BLOCKS + KV_BLOCKS, nkb)):
+        rows = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask = (rows[:, None] < L) & (cols[None, :] < D)
+        r64 = rows.to(tl.int64)
+        k = tl.load(k_ptr + b * skb + h * skh + r64[:, None] * skl + cols[None, :] * skd, mask=mask, other=0.0)
+        k = tl.where(mask, k.to(tl.float32) - mean[None, :], 0.0)
+        amax = tl.maximum(tl.max(tl.max(tl.abs(k), 1), 0), TINY)
+        out_rows = bh.to(tl.int64) * L_PAD + rows
+        tl.store(k8_ptr + out_rows[:, None] * DP + cols[None, :], _to_int8(k, 1.0 / amax * INT8_MAX))
+        tl.store(ks_ptr + bh * nkb + blk, amax / INT8_MAX)
+        v = tl.load(v_ptr + b * svb + h * svh + r64[:, None] * svl + cols[None, :] * svd, mask=mask, other=0.0)
+        if ACCURATE:
+            tl.store(vo_ptr + out_rows[:, None] * DP + cols[None, :], v)
+        else:
+            v8 = tl.clamp(v.to(tl.float32) * (1.0 / vmax * E4M3_MAX)[None, :], -E4M3_MAX, E4M3_MAX).to(tl.float8e4nv)
+            vt_rows = bh.to(tl.int64) * DP + cols
+            tl.store(vo_ptr + vt_rows[:, None] * L_PAD + rows[None, :], tl.trans(v8))
+
+
+def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, block_n: int,
+             accurate: bool) -> Operands:
+    """q [B, H, Lq, D], k/v [B, H, Lk, D] (any strides) -> the main kernel's Operands (keys padded to block_n)."""
+    bsz, heads, lq, d = q.shape
+    lk = k.shape[2]
+    bh = bsz * heads
+    dp = triton.next_power_of_2(d)
+    lk_pad = ceil_div(lk, block_n) * block_n
+    nkb = lk_pad // block_n
+    nchunks = ceil_div(lk, CHUNK)
+    dev = q.device
+    f32 = torch.float32
+    ksum = torch.empty(bh, nchunks, dp, device=dev, dtype=f32)
+    vmax = torch.empty(bh, nchunks, dp, device=dev, dtype=f32)
+    _stats_kernel[(nchunks, bh)](k, v, ksum, vmax, heads, lk, *k.stride(), *v.stride(),
+                                 D=d, DP=dp, CHUNK=CHUNK, ROWS=ROWS, num_warps=8)
+    q8 = torch.empty(bh * lq, dp, device=dev, dtype=torch.int8)
+    qs = torch.empty(bh * lq, device=dev, dtype=f32)
+    _quant_q_kernel[(ceil_div(lq, ROWS), bh)](q, q8, qs, heads, lq, *q.stride(), scale * LOG2E,
+                                              D=d, DP=dp, ROWS=ROWS)
+    k8 = torch.empty(bh * lk_pad, dp, device=dev, dtype=torch.int8)
+    ks = torch.empty(bh, nkb, device=dev, dtype=f32)
+    if accurate:
+        vo, vs = torch.empty(bh * lk_pad, dp, device=dev, dtype=v.dtype), None
+    else:
+        vo = torch.empty(bh * dp, lk_pad, device=dev, dtype=torch.float8_e4m3fn)
+        vs = torch.empty(bh, dp, device=dev, dtype=f32)
+    _quant_kv_kernel[(ceil_div(nkb, KV_BLOCKS), bh)](k, v, ksum, vmax, k8, ks, vo, vs if vs is not None else ks, heads, lk, lk_pad,
+                                nchunks, *k.stride(), *v.stride(), D=d, DP=dp, BLOCK_N=block_n,
+                                NCHUNKS_P=triton.next_power_of_2(nchunks), KV_BLOCKS=KV_BLOCKS,
+                                ACCURATE=accurate, num_warps=8)
+    return Operands(q8, qs, k8, ks, vo, vs, lk_pad)
