@@ -6,7 +6,6 @@ ComfyUI is found through COMFYUI_PATH, an enclosing custom_nodes/ folder, or com
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -61,14 +60,11 @@ def import_comfy(root: str) -> None:
 
 def load_pack(name: str = "comfyui_quantized"):
     """Import the repo as ComfyUI does: a package from its __init__.py under its folder name."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "__init__.py"),
-                                                  submodule_search_locations=[REPO])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from bench.comfy_env import load_pack as load
+
+    return load(name)
 
 
 @pytest.fixture(scope="session")
