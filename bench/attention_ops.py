@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 
 import torch
 import torch.nn.functional as F
@@ -132,31 +133,50 @@ def _row(r) -> str:
     return f"| {r['shape']} | {r['method']} | {r['ms']:.2f} | {x} | {r['tflops']:.0f} | {r['rel_err']:.4f} |"
 
 
+def _regs(jit_fn, dump=None) -> tuple:
+    """(registers, spills) of the last kernel jit_fn compiled on this device (Triton 3.6's cache layout);
+    with dump a path prefix, its TTGIR and PTX are written there too."""
+    cache = jit_fn.device_caches[torch.cuda.current_device()][0]
+    c = list(cache.values())[-1]
+    if dump:
+        for kind in ("ttgir", "ptx"):
+            with open(f"{dump}.{kind}", "w") as f:
+                f.write(c.asm[kind])
+    return c.n_regs, c.n_spills
+
+
 def sweep_configs(shape, device) -> list[dict]:
     """Time every candidate config of the kernel (both modes) at one shape, with registers and spills."""
     from quant.attention.triton import kernel
     from quant.attention.triton.configs import Config
 
-    cands = {False: [Config(128, 128, 8, 2, False, False), Config(128, 128, 8, 3, False, False),
-                     Config(128, 64, 8, 3, False, False), Config(128, 64, 4, 3, False, False),
-                     Config(64, 128, 4, 3, False, False), Config(128, 128, 8, 2, True, False),
-                     Config(128, 64, 8, 2, True, False), Config(128, 128, 8, 2, False, True)],
-             True: [Config(128, 128, 8, 2, False, False), Config(128, 64, 8, 3, False, False),
-                    Config(128, 64, 8, 2, True, False)]}
+    C = Config
+    cands = {False: [C(64, 128, 4, 2, True, False), C(64, 128, 4, 3, False, False),
+                     C(64, 128, 4, 2, True, False, 168), C(64, 128, 4, 3, False, False, 168),
+                     C(64, 128, 4, 4, False, False), C(64, 128, 4, 3, True, False),
+                     C(64, 64, 4, 4, False, False), C(128, 128, 8, 3, True, False)],
+             True: [C(128, 64, 8, 3, False, False), C(64, 128, 4, 3, False, False),
+                    C(64, 128, 4, 2, True, False), C(64, 64, 4, 3, False, False),
+                    C(128, 64, 8, 4, False, False), C(64, 128, 4, 3, False, False, 168),
+                    C(128, 64, 4, 3, False, False)]}
     b, h, lq, lk, d = shape
     flops = 4 * b * h * lq * lk * d
     q, k, v = make_inputs(shape, torch.bfloat16, device)
     sdpa = time_ms(_sdpa, q, k, v)
+    from quant.attention.triton.quantize import quantize
+    for acc in (False, True):
+        pre = time_ms(lambda q, k, v: quantize(k, v, 128, acc), q, k, v)
+        print(f"pre-pass (accurate={acc}) {pre:.3f} ms", flush=True)
     print(f"sdpa {sdpa:.2f} ms", flush=True)
     rows = []
     for accurate in (False, True):
         for cfg in cands[accurate]:
+            dump = os.environ.get("ATTN_DUMP") and f"{os.environ['ATTN_DUMP']}-{int(accurate)}"
             fn = lambda q, k, v, c=cfg, a=accurate: kernel.attention(q, k, v, q.shape[-1] ** -0.5, a, c)
             try:
                 ms = time_ms(fn, q, k, v)
                 err = rel_err(fn, shape, device)
-                ck = kernel.attn_kernel.cache[torch.cuda.current_device()]
-                regs = [(c.n_regs, c.n_spills) for c in ck.values()][-1]
+                regs = _regs(kernel.attn_kernel, dump if cfg == cands[accurate][0] else None)
             except Exception as e:
                 print(f"| {cfg} | acc={accurate} | failed {type(e).__name__}: {str(e)[:300]}", flush=True)
                 continue

@@ -1,11 +1,9 @@
-"""Pre-pass of the quantized attention: Q, K, V ([B, H, L, D], any strides) -> the main kernel's operands.
+"""Pre-pass of the quantized attention: K, V ([B, H, Lk, D], any strides) -> the main kernel's operands.
 
-Three launches, each reading its inputs once (K and V are read twice in all):
+Two launches, each reading K and V once (the main kernel quantizes Q itself, per token, as it loads it):
 1. `_stats_kernel`: per (batch x head, chunk of CHUNK keys) the column sums of K and column absmax of V,
    partials [BH, chunks, DP] fp32 (no atomics, deterministic).
-2. `_quant_q_kernel`: Q per token to int8, q8 [BH * Lq, DP], scale qs [BH * Lq] fp32 that also holds the
-   softmax scale * log2(e) (the main kernel works in the exp2 domain).
-3. `_quant_kv_kernel`: K minus its per-channel mean over the keys (softmax-invariant) to int8 per block of
+2. `_quant_kv_kernel`: K minus its per-channel mean over the keys (softmax-invariant) to int8 per block of
    BLOCK_N keys, k8 [BH * Lk_pad, DP], ks [BH, Lk_pad / BLOCK_N]; V per channel to e4m3, stored
    transposed (K-major for the P @ V tensor-core product) vt [BH * DP, Lk_pad], scale vs [BH, DP];
    in the accurate mode V is copied unquantized (v16 [BH * Lk_pad, DP], input dtype) instead.
@@ -27,16 +25,13 @@ E4M3_MAX = tl.constexpr(base.E4M3_MAX)
 INT8_MAX = tl.constexpr(base.INT8_MAX)
 TINY = tl.constexpr(base.TINY)
 
-LOG2E = 1.4426950408889634
 CHUNK = 2048  # keys per program of the statistics pass
 KV_BLOCKS = 8  # key blocks per program of the K/V quantizer (amortises its read of the partials)
-ROWS = 64  # rows per program of the Q quantizer and per step of the statistics pass
+ROWS = 64  # rows per step of the statistics pass
 
 
 class Operands(NamedTuple):
     """What the main kernel reads (layouts in the module docstring); vs and vt are None in the accurate mode."""
-    q8: torch.Tensor
-    qs: torch.Tensor
     k8: torch.Tensor
     ks: torch.Tensor
     v: torch.Tensor
@@ -68,28 +63,10 @@ def _stats_kernel(k_ptr, v_ptr, ksum_ptr, vmax_ptr, H, L, skb, skh, skl, skd, sv
 
 
 @triton.jit
-def _to_int8(x, inv_scale):
+def to_int8(x, inv_scale):
     """fp32 values times 1/scale -> int8 codes (round half away from zero, clamped to +-127)."""
     y = tl.minimum(tl.maximum(x * inv_scale, -127.0), 127.0)
     return (y + tl.where(y >= 0, 0.5, -0.5)).to(tl.int8)
-
-
-@triton.jit
-def _quant_q_kernel(q_ptr, q8_ptr, qs_ptr, H, L, sqb, sqh, sql, sqd, qk_scale,
-                    D: tl.constexpr, DP: tl.constexpr, ROWS: tl.constexpr):
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    cols = tl.arange(0, DP)
-    mask = (rows[:, None] < L) & (cols[None, :] < D)
-    ptrs = q_ptr + b * sqb + h * sqh + rows.to(tl.int64)[:, None] * sql + cols[None, :] * sqd
-    q = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-    amax = tl.maximum(tl.max(tl.abs(q), 1), TINY)
-    out_rows = bh.to(tl.int64) * L + rows
-    tl.store(q8_ptr + out_rows[:, None] * DP + cols[None, :], _to_int8(q, (1.0 / amax * INT8_MAX)[:, None]),
-             mask=rows[:, None] < L)
-    tl.store(qs_ptr + out_rows, amax * (qk_scale / INT8_MAX), mask=rows < L)
 
 
 @triton.jit
@@ -118,7 +95,7 @@ def _quant_kv_kernel(k_ptr, v_ptr, ksum_ptr, vmax_ptr, k8_ptr, ks_ptr, vo_ptr, v
         k = tl.where(mask, k.to(tl.float32) - mean[None, :], 0.0)
         amax = tl.maximum(tl.max(tl.max(tl.abs(k), 1), 0), TINY)
         out_rows = bh.to(tl.int64) * L_PAD + rows
-        tl.store(k8_ptr + out_rows[:, None] * DP + cols[None, :], _to_int8(k, 1.0 / amax * INT8_MAX))
+        tl.store(k8_ptr + out_rows[:, None] * DP + cols[None, :], to_int8(k, 1.0 / amax * INT8_MAX))
         tl.store(ks_ptr + bh * nkb + blk, amax / INT8_MAX)
         v = tl.load(v_ptr + b * svb + h * svh + r64[:, None] * svl + cols[None, :] * svd, mask=mask, other=0.0)
         if ACCURATE:
@@ -129,26 +106,20 @@ def _quant_kv_kernel(k_ptr, v_ptr, ksum_ptr, vmax_ptr, k8_ptr, ks_ptr, vo_ptr, v
             tl.store(vo_ptr + vt_rows[:, None] * L_PAD + rows[None, :], tl.trans(v8))
 
 
-def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, block_n: int,
-             accurate: bool) -> Operands:
-    """q [B, H, Lq, D], k/v [B, H, Lk, D] (any strides) -> the main kernel's Operands (keys padded to block_n)."""
-    bsz, heads, lq, d = q.shape
-    lk = k.shape[2]
+def quantize(k: torch.Tensor, v: torch.Tensor, block_n: int, accurate: bool) -> Operands:
+    """k/v [B, H, Lk, D] (any strides) -> the main kernel's Operands (keys padded to block_n)."""
+    bsz, heads, lk, d = k.shape
     bh = bsz * heads
     dp = triton.next_power_of_2(d)
     lk_pad = ceil_div(lk, block_n) * block_n
     nkb = lk_pad // block_n
     nchunks = ceil_div(lk, CHUNK)
-    dev = q.device
+    dev = k.device
     f32 = torch.float32
     ksum = torch.empty(bh, nchunks, dp, device=dev, dtype=f32)
     vmax = torch.empty(bh, nchunks, dp, device=dev, dtype=f32)
     _stats_kernel[(nchunks, bh)](k, v, ksum, vmax, heads, lk, *k.stride(), *v.stride(),
                                  D=d, DP=dp, CHUNK=CHUNK, ROWS=ROWS, num_warps=8)
-    q8 = torch.empty(bh * lq, dp, device=dev, dtype=torch.int8)
-    qs = torch.empty(bh * lq, device=dev, dtype=f32)
-    _quant_q_kernel[(ceil_div(lq, ROWS), bh)](q, q8, qs, heads, lq, *q.stride(), scale * LOG2E,
-                                              D=d, DP=dp, ROWS=ROWS)
     k8 = torch.empty(bh * lk_pad, dp, device=dev, dtype=torch.int8)
     ks = torch.empty(bh, nkb, device=dev, dtype=f32)
     if accurate:
@@ -160,4 +131,4 @@ def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, bl
                                 nchunks, *k.stride(), *v.stride(), D=d, DP=dp, BLOCK_N=block_n,
                                 NCHUNKS_P=triton.next_power_of_2(nchunks), KV_BLOCKS=KV_BLOCKS,
                                 ACCURATE=accurate, num_warps=8)
-    return Operands(q8, qs, k8, ks, vo, vs, lk_pad)
+    return Operands(k8, ks, vo, vs, lk_pad)
