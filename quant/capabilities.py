@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from .kernels import KERNELS, availability, fastest
-from .kernels.base import EMULATED, NATIVE, capability
-from .schemes import AUTO, TABLES
+from .kernels.base import NATIVE, capability
+from .schemes import AUTO, TABLES, Scheme, native_format
 
 
 def _name_status(scheme, device) -> dict:
@@ -17,6 +17,15 @@ def _name_status(scheme, device) -> dict:
     kernel = scheme.kernel or fastest(scheme.format_name, device)
     avail = availability(kernel, scheme.format_name, device)
     return {"status": avail.status, "reason": avail.reason, "kernel": kernel, "format": scheme.format_name}
+
+
+def _auto_status(device) -> dict:
+    """What `auto` does with a float file here (quantized files keep their format: see schemes.resolve)."""
+    fmt = native_format(device)
+    if fmt is None:
+        return {"status": NATIVE, "reason": "unquantized",
+                "note": "no GPU with int8/fp8 tensor cores: float files run unquantized, quantized files emulated"}
+    return {**_name_status(Scheme(AUTO, fmt, None), device), "note": "float files quantized to " + fmt}
 
 
 def capabilities(device: torch.device | str | None = None) -> dict:
@@ -37,7 +46,7 @@ def capabilities(device: torch.device | str | None = None) -> dict:
         "kernels": {name: sorted(k.formats) for name, k in KERNELS.items()},
     }
     for table, rows in TABLES.items():
-        entries = {AUTO: {"status": NATIVE if cc else EMULATED, "reason": "picks per file and GPU"}}
+        entries = {AUTO: _auto_status(device)}
         entries.update({name: _name_status(s, device) for name, s in rows.items()})
         report[table] = entries
     return report
@@ -48,4 +57,5 @@ def summary_line(device: torch.device | str | None = None) -> str:
     rep = capabilities(device)
     native = sorted({e["kernel"] for e in rep["mm_type"].values() if e.get("kernel") and e["status"] == NATIVE})
     where = rep["device"] + (f" (sm{rep['compute_capability'].replace('.', '')})" if rep["compute_capability"] else "")
-    return f"comfyui-quantized: {where}; native kernels: {', '.join(native) or 'none (emulated on CPU)'}"
+    return f"comfyui-quantized: {where}; native kernels: {', '.join(native) or 'none'}" + (
+        "" if native else "; auto runs float files unquantized, quantized files emulated (slow)")

@@ -127,9 +127,9 @@ class Resolved:
 
     @property
     def label(self) -> str:
-        """What runs, for logs: "format/kernel", or Default."""
+        """What runs, for logs: "format/kernel", Default, or why `auto` left a float file unquantized."""
         if not self.scheme.quantized:
-            return DEFAULT
+            return DEFAULT if self.scheme.name != AUTO else "unquantized (auto: no GPU with int8/fp8 tensor cores here)"
         return f"{self.scheme.format_name}/{self.kernel}"
 
 

@@ -64,7 +64,7 @@ def select(kernel: Optional[str], fmt_name: str, device: torch.device, label: st
         return fastest(fmt_name, device)
     avail = availability(kernel, fmt_name, device)
     if not avail.runs:
-        hint = KERNELS[kernel].install_hint if kernel in KERNELS else ""
+        hint = KERNELS[kernel].install_hint if kernel in KERNELS and avail.missing else ""
         raise KernelUnavailable(
             f"{label} needs the {kernel} kernel, which cannot run here: {avail.reason}."
             + (f" To use it: {hint}." if hint else "")

@@ -15,10 +15,13 @@ NATIVE, EMULATED, UNAVAILABLE = "native", "emulated", "unavailable"
 
 @dataclass(frozen=True)
 class Availability:
-    """Whether a (kernel, format) pair runs on a device: native / emulated / unavailable, and why."""
+    """Whether a (kernel, format) pair runs on a device: native / emulated / unavailable, and why.
+
+    missing: the kernel's library is not installed (the one case its install hint fixes)."""
 
     status: str
     reason: str = ""
+    missing: bool = False
 
     @property
     def runs(self) -> bool:
@@ -68,7 +71,7 @@ def cuda_probe(device: torch.device, min_cc: tuple[int, int], module: Optional[s
                max_cc: Optional[tuple[int, int]] = None) -> Availability:
     """Common probe: CUDA device present, compute capability in range, optional module importable."""
     if module is not None and not has_module(module):
-        return Availability(UNAVAILABLE, f"{module} is not installed")
+        return Availability(UNAVAILABLE, f"{module} is not installed", missing=True)
     cc = capability(device)
     if cc is None:
         return Availability(UNAVAILABLE, "needs a CUDA GPU")

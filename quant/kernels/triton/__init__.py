@@ -18,14 +18,39 @@ import torch
 from torch import Tensor
 
 from ...formats import QuantFormat, QTensor
-from ..base import Availability, Kernel, cuda_probe, fp32
+from ..base import UNAVAILABLE, Availability, Kernel, cuda_probe, fp32
 
 _MIN_CC = {"int8": (8, 0), "fp8": (8, 9), "fp8_block128": (8, 9)}
 
 
+_IMPORT_ERROR: list = []  # memo of import_error(): [None] or [the error's text]
+
+
+def import_error() -> Optional[str]:
+    """Why this kernel's modules (GEMMs, quantizers, launches) do not import with the installed Triton, or None."""
+    if not _IMPORT_ERROR:
+        try:
+            from . import gemm, launch  # noqa: F401
+            from . import quant
+            if quant.triton is None:
+                raise ImportError("triton.language / libdevice did not import")
+            _IMPORT_ERROR.append(None)
+        except Exception as e:  # noqa: BLE001 - any failure means the kernel cannot run; the text says which
+            _IMPORT_ERROR.append(f"{type(e).__name__}: {e}")
+    return _IMPORT_ERROR[0]
+
+
 def probe(fmt_name: str, device: torch.device) -> Availability:
-    """Native on CUDA GPUs with the tensor cores for fmt_name when Triton is importable."""
-    return cuda_probe(device, _MIN_CC[fmt_name], module="triton")
+    """Native on CUDA GPUs with the tensor cores for fmt_name when the kernel's modules import with this Triton."""
+    avail = cuda_probe(device, _MIN_CC[fmt_name], module="triton")
+    if not avail.runs:
+        return avail
+    err = import_error()
+    if err is not None:
+        import triton
+
+        return Availability(UNAVAILABLE, f"the Triton kernels do not import with triton {triton.__version__} ({err})")
+    return avail
 
 
 _MODS: list = []  # (gemm, quant.quantize, launch), imported on first use
@@ -80,7 +105,7 @@ def linear(x: Tensor, w: QTensor, bias: Optional[Tensor], fmt: QuantFormat) -> T
 KERNEL = Kernel(
     name="triton",
     formats=frozenset(_MIN_CC),
-    install_hint="pip install triton (Linux wheels ship with PyTorch)",
+    install_hint="pip install triton (Linux wheels ship with PyTorch; 3.3 or newer)",
     probe=probe,
     linear=linear,
     leading_dims=True,
