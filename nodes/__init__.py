@@ -12,10 +12,11 @@ NODE_CLASS_MAPPINGS = {
     "QuantizedSample": QuantizedSample,
     "LoadLightX2VConfig": LoadLightX2VConfig,
 }
+# What the UI shows. Saved workflows store the class names above, so those never change.
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadQuantizedDiT": "Load Quantized DiT",
     "LoadQuantizedT5": "Load Quantized T5",
-    "LoadQuantizedCLIP": "Load Quantized CLIP",
-    "QuantizedSample": "Sample",
+    "LoadQuantizedCLIP": "Load Quantized CLIP Vision",
+    "QuantizedSample": "Sample (speed report)",
     "LoadLightX2VConfig": "Load LightX2V Config",
 }

@@ -16,7 +16,7 @@ CATEGORY = "quantized"
 DTYPES: dict[str, torch.dtype | None] = {"default": None, "bf16": torch.bfloat16, "fp16": torch.float16,
                                             "fp32": torch.float32}
 NODE_FOR = {"wan_dit": "Load Quantized DiT", "flux_dit": "Load Quantized DiT",
-            "wan_t5": "Load Quantized T5", "wan_clip": "Load Quantized CLIP"}
+            "wan_t5": "Load Quantized T5", "wan_clip": "Load Quantized CLIP Vision"}
 
 
 def model_files(folder: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Load Quantized CLIP: a CLIP vision tower (Wan I2V's clip_vision_h) -> CLIP_VISION with quantized linears.
+"""Load Quantized CLIP Vision: a CLIP vision tower (Wan I2V's clip_vision_h) -> CLIP_VISION with quantized linears.
 
 comfy.clip_vision hard-codes comfy.ops.manual_cast, so the model is built by ComfyUI and its
 quantizable Linear modules are swapped for the bridge's before the weights are loaded.
@@ -27,7 +27,7 @@ from .ops import make_ops
 
 log = logging.getLogger(__name__)
 
-NODE = "Load Quantized CLIP"
+NODE = "Load Quantized CLIP Vision"
 _CONFIGS = os.path.dirname(os.path.realpath(comfy.clip_vision.__file__))
 _LAYER = "vision_model.encoder.layers.{}.layer_norm1.weight"
 _KNOWN = ((47, "clip_vision_config_g.json"), (30, "clip_vision_config_h.json"))

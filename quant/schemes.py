@@ -44,17 +44,23 @@ class Scheme:
         return self.format.act_granularity if self.quantized else None
 
 
-# name -> (format, kernel). Order is the dropdown order.
+# name -> (format, kernel). Order is the dropdown order: Default, the pack's own kernels (run wherever
+# torch / Triton run), the plain format names, then the kernel libraries' names (LightX2V's short ones, then
+# its seed guide's long ones). Every name stays valid whatever its place (saved workflows store the name).
 _DIT_ROWS: dict[str, tuple[Optional[str], Optional[str]]] = {
     DEFAULT: (None, None),
-    # LightX2V seed guide, exactly as written there.
-    "W-fp8-channel-sym-A-fp8-channel-sym-dynamic-Vllm": ("fp8", "vllm"),
-    "W-int8-channel-sym-A-int8-channel-sym-dynamic-Vllm": ("int8", "vllm"),
-    "W-fp8-channel-sym-A-fp8-channel-sym-dynamic-Q8F": ("fp8", "q8f"),
-    "W-int8-channel-sym-A-int8-channel-sym-dynamic-Q8F": ("int8", "q8f"),
-    "W-fp8-block128-sym-A-fp8-channel-group128-sym-dynamic-Deepgemm": ("fp8_block128", "deepgemm"),
-    "W-fp8-channel-sym-A-fp8-channel-sym-dynamic-Sgl": ("fp8", "sgl"),
-    # LightX2V's current short names.
+    # This pack's own.
+    "int8-triton": ("int8", "triton"),
+    "fp8-triton": ("fp8", "triton"),
+    "int8-torch": ("int8", "torch"),
+    "fp8-torch": ("fp8", "torch"),
+    "fp8-b128-torch": ("fp8_block128", "torch"),
+    "fp8-b128-triton": ("fp8_block128", "triton"),
+    "mxfp8-torch": ("mxfp8", "torch"),
+    "nvfp4-torch": ("nvfp4", "torch"),
+    # LightX2V's current short names: formats (fastest kernel here), then libraries.
+    "mxfp8": ("mxfp8", None),
+    "nvfp4": ("nvfp4", None),
     "int8-vllm": ("int8", "vllm"),
     "fp8-vllm": ("fp8", "vllm"),
     "int8-sgl": ("int8", "sgl"),
@@ -64,34 +70,30 @@ _DIT_ROWS: dict[str, tuple[Optional[str], Optional[str]]] = {
     "int8-torchao": ("int8", "torchao"),
     "fp8-torchao": ("fp8", "torchao"),
     "fp8-b128-deepgemm": ("fp8_block128", "deepgemm"),
-    "mxfp8": ("mxfp8", None),
-    "nvfp4": ("nvfp4", None),
-    # This pack's own.
-    "int8-triton": ("int8", "triton"),
-    "fp8-triton": ("fp8", "triton"),
-    "fp8-b128-triton": ("fp8_block128", "triton"),
-    "int8-torch": ("int8", "torch"),
-    "fp8-torch": ("fp8", "torch"),
-    "fp8-b128-torch": ("fp8_block128", "torch"),
-    "mxfp8-torch": ("mxfp8", "torch"),
-    "nvfp4-torch": ("nvfp4", "torch"),
+    # LightX2V seed guide, exactly as written there.
+    "W-fp8-channel-sym-A-fp8-channel-sym-dynamic-Vllm": ("fp8", "vllm"),
+    "W-int8-channel-sym-A-int8-channel-sym-dynamic-Vllm": ("int8", "vllm"),
+    "W-fp8-channel-sym-A-fp8-channel-sym-dynamic-Q8F": ("fp8", "q8f"),
+    "W-int8-channel-sym-A-int8-channel-sym-dynamic-Q8F": ("int8", "q8f"),
+    "W-fp8-block128-sym-A-fp8-channel-group128-sym-dynamic-Deepgemm": ("fp8_block128", "deepgemm"),
+    "W-fp8-channel-sym-A-fp8-channel-sym-dynamic-Sgl": ("fp8", "sgl"),
 }
 
 _TEXT_ROWS: dict[str, tuple[Optional[str], Optional[str]]] = {
     DEFAULT: (None, None),
     "int8": ("int8", None),
     "fp8": ("fp8", None),
-    "int8-torchao": ("int8", "torchao"),
-    "int8-q8f": ("int8", "q8f"),
-    "fp8-q8f": ("fp8", "q8f"),
-    "int8-vllm": ("int8", "vllm"),
-    "fp8-vllm": ("fp8", "vllm"),
-    "int8-sgl": ("int8", "sgl"),
-    "fp8-sgl": ("fp8", "sgl"),
     "int8-triton": ("int8", "triton"),
     "fp8-triton": ("fp8", "triton"),
     "int8-torch": ("int8", "torch"),
     "fp8-torch": ("fp8", "torch"),
+    "int8-vllm": ("int8", "vllm"),
+    "fp8-vllm": ("fp8", "vllm"),
+    "int8-sgl": ("int8", "sgl"),
+    "fp8-sgl": ("fp8", "sgl"),
+    "int8-q8f": ("int8", "q8f"),
+    "fp8-q8f": ("fp8", "q8f"),
+    "int8-torchao": ("int8", "torchao"),
 }
 
 MM_TYPES: dict[str, Scheme] = {n: Scheme(n, f, k) for n, (f, k) in _DIT_ROWS.items()}

@@ -17,7 +17,7 @@ MEASURED: dict = {}
 def test_object_info_lists_the_four_nodes(server):
     info = server.get("/object_info")
     for cls, title in (("LoadQuantizedDiT", "Load Quantized DiT"), ("LoadQuantizedT5", "Load Quantized T5"),
-                       ("LoadQuantizedCLIP", "Load Quantized CLIP"), ("QuantizedSample", "Sample")):
+                       ("LoadQuantizedCLIP", "Load Quantized CLIP Vision"), ("QuantizedSample", "Sample (speed report)")):
         assert info[cls]["display_name"] == title and info[cls]["category"] == "quantized"
     dit = info["LoadQuantizedDiT"]["input"]["required"]
     assert dit["mm_type"][0][:2] == ["auto", "Default"] and "int8-vllm" in dit["mm_type"][0]
