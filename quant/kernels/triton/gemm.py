@@ -6,7 +6,8 @@ C[M, N] = (A[M, K] @ W[N, K]^T) * scales + bias, cast to the output dtype, with
   main loop (BLOCK_K == 128); the activation comes pre-quantized (codes + column-major scales).
 
 Autotuned per (M bucket, N, K, mode) over short config lists checked on an H100 (bench/results/NOTES.md); after
-a key's first call the compiled kernel is launched directly (kernels.triton.launch). Per-token x
+a key's first call the compiled kernel is launched directly (kernels.triton.launch); the picks are kept on
+disk for the next process (kernels.triton.tuned). Per-token x
 per-channel calls with M >= 4096 on sm90+ go to the persistent TMA kernel (kernels.triton.gemm_tma).
 Nothing here runs on import; the module needs Triton importable (see kernels.triton for the guard).
 """
@@ -15,11 +16,13 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+import triton.testing
 
 from ...formats.base import ceil_div
 from . import gemm_tma as tma
-from .launch import DirectLauncher, chosen
+from .launch import DirectLauncher
 from .tiles import m_bucket, tile_coords
+from .tuned import TunedConfigs
 
 BLOCK = 128
 
@@ -75,8 +78,14 @@ def _prune(configs, named_args, **kw):
     return out or [LARGE[-1]]
 
 
+def _bench(fn, quantiles):
+    """The autotuner's timer (Triton's default one; named here so that no Triton, 3.3 included, asks the
+    GPU driver for it when this module is imported)."""
+    return triton.testing.do_bench(fn, quantiles=quantiles)
+
+
 @triton.autotune(configs=CONFIGS, key=["M_BUCKET", "N", "K", "IS_INT", "GROUPED"],
-                 prune_configs_by={"early_config_prune": _prune})
+                 prune_configs_by={"early_config_prune": _prune}, do_bench=_bench)
 @triton.jit
 def _w8a8_kernel(a_ptr, b_ptr, c_ptr, sa_ptr, sb_ptr, bias_ptr, M, N, K, M_BUCKET,
                  stride_am, stride_bn, stride_cm, stride_sam, stride_sak, stride_sbn, stride_sbk,
@@ -137,6 +146,7 @@ def _grid(meta, m, n):
 
 _BEST: dict = {}  # launch key -> (constexprs incl. the autotuned config, launch options), from the first call
 _DIRECT = DirectLauncher(_w8a8_kernel.fn)
+_TUNED = TunedConfigs(_w8a8_kernel)
 
 
 def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor,
@@ -168,12 +178,16 @@ def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tens
            None if bias is None else bias.dtype)
     hit = _BEST.get(key)
     if hit is None:
+        device = a.device.index or 0
         consts = {"HAS_BIAS": has_bias, "IS_INT": is_int, "GROUPED": grouped, "EVEN_K": k % BLOCK == 0}
-        _w8a8_kernel[lambda meta: _grid(meta, m, n)](*args, **consts)
-        _BEST[key] = chosen(_w8a8_kernel, consts)
-    else:
-        consts, options = hit
-        _DIRECT(_grid(consts, m, n), args, consts, options)
+        hit = _TUNED.recall(key, device, consts)  # a pick kept by an earlier process
+        if hit is None:
+            _w8a8_kernel[lambda meta: _grid(meta, m, n)](*args, **consts)
+            _BEST[key] = _TUNED.remember(key, device, consts)
+            return c
+        _BEST[key] = hit
+    consts, options = hit
+    _DIRECT(_grid(consts, m, n), args, consts, options)
     return c
 
 

@@ -17,8 +17,9 @@ import triton.language as tl
 import triton.testing
 
 from ...formats.base import ceil_div
-from .launch import DirectLauncher, chosen
+from .launch import DirectLauncher
 from .tiles import m_bucket, tile_coords
+from .tuned import TunedConfigs
 
 try:  # host-side TMA descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -135,14 +136,16 @@ def use_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor
 
 _BEST: dict = {}  # launch key -> (constexprs incl. the autotuned config, launch options), from the first call
 _DIRECT = DirectLauncher(_w8a8_tma_kernel.fn)
+_TUNED = TunedConfigs(_w8a8_tma_kernel)
 
 
 def w8a8_gemm_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor,
                   bias: torch.Tensor | None, c: torch.Tensor) -> None:
     """a [M, K], w [N, K] int8/e4m3; sa [M, 1], sw [N, 1] fp32 (unit stride); bias [N] or None -> c [M, N].
 
-    The key's first call runs the autotuner (its pre-hook sizes the descriptors); later calls build the
-    descriptors for the chosen config and launch the compiled kernel directly (kernels.triton_launch).
+    The key's first call runs the autotuner (its pre-hook sizes the descriptors) unless an earlier process
+    kept its pick (kernels.triton.tuned); later calls build the descriptors for the chosen config and
+    launch the compiled kernel directly (kernels.triton.launch).
     """
     m, k = a.shape
     n = w.shape[0]
@@ -151,12 +154,16 @@ def w8a8_gemm_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.
     key = (m_bucket(m), n, k, a.dtype, c.dtype, None if bias is None else bias.dtype, a.device.index)
     hit = _BEST.get(key)
     if hit is None:
-        descs = descriptors(a, w, c, None)
+        device = a.device.index or 0
         consts = {"HAS_BIAS": has_bias, "IS_INT": w.dtype == torch.int8, "NUM_SMS": nsm}
-        _w8a8_tma_kernel[lambda meta: grid(meta, m, n, nsm)](*descs, sa, sw, bias if has_bias else sw, m, n, k,
-                                                              m_bucket(m), **consts)
-        _BEST[key] = chosen(_w8a8_tma_kernel, consts)
-        return
+        hit = _TUNED.recall(key[:-1], device, consts)  # a pick kept by an earlier process
+        if hit is None:
+            descs = descriptors(a, w, c, None)
+            _w8a8_tma_kernel[lambda meta: grid(meta, m, n, nsm)](*descs, sa, sw, bias if has_bias else sw, m, n, k,
+                                                                  m_bucket(m), **consts)
+            _BEST[key] = _TUNED.remember(key[:-1], device, consts)
+            return
+        _BEST[key] = hit
     consts, options = hit
     _DIRECT(grid(consts, m, n, nsm), (*descriptors(a, w, c, consts), sa, sw, bias if has_bias else sw, m, n, k,
                                       m_bucket(m)), consts, options)

@@ -185,11 +185,15 @@ class DirectLauncher:
         return kernel
 
 
-def chosen(autotuner, consts: dict) -> tuple[dict, dict]:
-    """After an autotuned launch: (consts plus the picked config's constexprs, its launch options), the
-    `consts` / `options` a DirectLauncher call takes for the same kernel from then on."""
-    cfg = autotuner.best_config
+def config_launch(cfg, consts: dict) -> tuple[dict, dict]:
+    """(consts plus a triton.Config's constexprs, its launch options): the `consts` / `options` a
+    DirectLauncher call takes to launch that config."""
     return {**consts, **cfg.kwargs}, {o: v for o, v in cfg.all_kwargs().items() if o not in cfg.kwargs}
+
+
+def chosen(autotuner, consts: dict) -> tuple[dict, dict]:
+    """After an autotuned launch: config_launch() of the config the autotuner picked."""
+    return config_launch(autotuner.best_config, consts)
 
 
 # Part 2: launch plans (see the module docstring).
