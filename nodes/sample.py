@@ -21,8 +21,9 @@ def _peak_reset(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _peak_gib(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+def _peak_gib(device: torch.device) -> float | None:
+    """Peak allocated VRAM since the reset; None off CUDA (no VRAM figure to give)."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
 _WRAPPER_KEY = "comfyui_quantized.sample_timer"
@@ -48,10 +49,12 @@ class _StepTimer:
             self.calls += 1
 
 
-def report(per_step: float, peak_gib: float, kernels: dict) -> str:
-    """One line: seconds per sampling step (loading and LoRA patching excluded), peak VRAM, kernels (calls each)."""
+def report(per_step: float, peak_gib: float | None, kernels: dict, device_type: str = "cuda") -> str:
+    """One line: seconds per sampling step (loading and LoRA patching excluded), peak VRAM (or the device, e.g.
+    "CPU", when there is no VRAM figure), kernels (calls each)."""
     ran = ", ".join(f"{k} x{n}" for k, n in sorted(kernels.items())) or "none (unquantized)"
-    return f"{per_step:.3f} s/step, peak VRAM {peak_gib:.2f} GiB, kernels: {ran}"
+    memory = f"peak VRAM {peak_gib:.2f} GiB" if peak_gib is not None else device_type.upper()
+    return f"{per_step:.3f} s/step, {memory}, kernels: {ran}"
 
 
 class QuantizedSample:
@@ -96,8 +99,8 @@ class QuantizedSample:
                 model.remove_wrappers_with_key(_SAMPLER_SAMPLE, _WRAPPER_KEY)
         seconds = timer.seconds if timer.calls else total  # no wrapper support: the whole node's time
         per_step, peak, kernels = seconds / max(steps, 1), _peak_gib(device), dict(RAN)
-        text = report(per_step, peak, kernels)
+        text = report(per_step, peak, kernels, device.type)
         log.info("[quantized] Sample: %s", text)
         ui = {"text": [text], "seconds_per_step": [per_step], "seconds_total": [total], "peak_vram_gb": [peak],
-              "kernels": sorted(kernels)}
+              "device": [device.type], "kernels": sorted(kernels)}
         return {"ui": ui, "result": (latent,)}

@@ -35,14 +35,16 @@ function markWidgets(node) {
   }
 }
 
-/** "12.3 s/step · peak VRAM 10.2 GiB · kernels: triton" from the Sample node's ui output. */
+/** "12.3 s/step · peak VRAM 10.2 GiB · kernels: triton" (on a CPU: "· CPU ·") from the Sample node's ui output. */
 function statsText(ui) {
   const first = (key) => (Array.isArray(ui?.[key]) ? ui[key][0] : ui?.[key]);
   const parts = [];
   const sps = first("seconds_per_step");
   if (sps != null) parts.push(`${Number(sps).toFixed(2)} s/step`);
   const vram = first("peak_vram_gb");
+  const device = first("device");
   if (vram != null) parts.push(`peak VRAM ${Number(vram).toFixed(2)} GiB`);
+  else if (device) parts.push(String(device).toUpperCase()); // no VRAM figure off CUDA: say where it ran
   const kernels = ui?.kernels;
   if (kernels?.length) parts.push(`kernels: ${[].concat(kernels).join(", ")}`);
   return parts.join(" · ");
