@@ -58,19 +58,11 @@ def _sdpa(q, k, v):
 
 def methods() -> dict:
     """name -> fn(q, k, v) on [B, H, L, D]; optional peers only when importable."""
-    from quant.attention.triton import kernel, quantized_attention
-    from quant.attention.triton.configs import pick
-
-    def lazy(accurate):  # the shipped config with the lazy rescale (experiment)
-        def fn(q, k, v):
-            cfg = pick(9, 64 if q.shape[-1] == 64 else 128, accurate)._replace(lazy=True)
-            return kernel.attention(q, k, v, q.shape[-1] ** -0.5, accurate, cfg)
-        return fn
+    from quant.attention.triton import quantized_attention
 
     out = {"sdpa": _sdpa,
            "own-fp8": lambda q, k, v: quantized_attention(q, k, v),
-           "own-accurate": lambda q, k, v: quantized_attention(q, k, v, accurate=True),
-           "own-fp8-lazy": lazy(False), "own-accurate-lazy": lazy(True)}
+           "own-accurate": lambda q, k, v: quantized_attention(q, k, v, accurate=True)}
     try:
         from sageattention import sageattn
         out["sageattn"] = lambda q, k, v: sageattn(q, k, v, tensor_layout="HND", is_causal=False)
@@ -158,11 +150,12 @@ def sweep_configs(shape, device) -> list[dict]:
     from quant.attention.triton import kernel
     from quant.attention.triton.configs import Config
 
-    C = Config
-    cands = {False: [C(64, 128, 4, 3, True, False), C(64, 128, 4, 3, True, False, 0, True),
-                     C(64, 128, 4, 3, False, False, 0, True), C(64, 128, 4, 2, True, False, 0, True)],
-             True: [C(64, 64, 4, 3, False, False), C(64, 64, 4, 3, False, False, 0, True),
-                    C(128, 64, 8, 3, False, False, 0, True)]}
+    C = Config  # candidates around the shipped configs (earlier sweeps: bench/results/h200-attention.md)
+    cands = {False: [C(64, 128, 4, 3, True), C(64, 128, 4, 2, True), C(64, 128, 4, 3, False),
+                     C(64, 128, 4, 4, False), C(64, 64, 4, 4, False), C(128, 128, 8, 3, True),
+                     C(64, 128, 4, 3, False, 168)],
+             True: [C(64, 64, 4, 3, False), C(128, 64, 8, 3, False), C(64, 128, 4, 3, False),
+                    C(64, 128, 4, 2, True), C(64, 128, 4, 3, False, 168)]}
     b, h, lq, lk, d = shape
     flops = 4 * b * h * lq * lk * d
     q, k, v = make_inputs(shape, torch.bfloat16, device)

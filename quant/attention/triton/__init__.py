@@ -8,6 +8,7 @@ configs.py. Importing this package never fails: without Triton, `unsupported_rea
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Optional
 
@@ -15,8 +16,9 @@ import torch
 from torch import Tensor
 
 try:
-    import triton  # noqa: F401
-except Exception:  # pragma: no cover - depends on the install
+    import triton
+    from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: F401  (Triton >= 3.4)
+except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
 HEAD_DIMS = (64, 96, 128)
@@ -32,7 +34,7 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor) -> Optional[str]:
     """None when quantized_attention can run these inputs ([B,H,L,D]), else a short reason (no Triton, not
     CUDA and no TRITON_INTERPRET, head dim, dtype, ...)."""
     if triton is None:
-        return "triton is not installed"
+        return "triton is not installed (or older than 3.4: no host TMA descriptors)"
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         return "inputs must be [B, H, L, D]"
     if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
@@ -63,7 +65,6 @@ def quantized_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: Optional[floa
     cc_major = torch.cuda.get_device_capability(q.device)[0] if q.device.type == "cuda" else 9
     dp = triton.next_power_of_2(q.shape[3])
     scale = q.shape[3] ** -0.5 if scale is None else scale
-    if q.device.type == "cuda":
-        with torch.cuda.device(q.device):
-            return kernel.attention(q, k, v, scale, accurate, configs.pick(cc_major, dp, accurate))
-    return kernel.attention(q, k, v, scale, accurate, configs.pick(cc_major, dp, accurate))
+    on_gpu = torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext()
+    with on_gpu:
+        return kernel.attention(q, k, v, scale, accurate, configs.pick(cc_major, dp, accurate))

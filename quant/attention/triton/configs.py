@@ -1,7 +1,9 @@
-"""Fixed launch configs of the attention kernel per (GPU arch, padded head dim, mode), from H200 measurements.
+"""Fixed launch configs of the attention kernel per (GPU arch, padded head dim, mode), from H200 sweeps.
 
-No autotuning: the first call compiles one config (bench/attention_ops.py measured the alternatives;
-bench/results/h200-attention.md has the numbers).
+No autotuning: the first call compiles one config. Picked with `python -m bench.attention_ops --configs`
+(B2 H12 L32760, and B2 H24 L16384 for D 64; bench/results/h200-attention.md has the numbers): 64 query
+rows in one warpgroup (4 warps) per program, 2 programs per SM (~255 / ~210 registers), beat 128 rows in
+two warpgroups; `pipe` (the next tile's QK^T issued before this tile's softmax) won for fp8 at D 128 only.
 """
 from __future__ import annotations
 
@@ -14,23 +16,16 @@ class Config(NamedTuple):
     block_n: int
     num_warps: int
     num_stages: int
-    pipe: bool
-    warp_spec: bool
+    pipe: bool  # compute the next key tile's scores before this tile's softmax
     maxnreg: int = 0  # register cap per thread (0: the compiler's choice)
-    lazy: bool = False  # rescale the accumulator only when a row max grew by more than TAU
 
-
-_FP8 = Config(64, 128, 4, 3, True, False)
-_FP8_D64 = Config(64, 128, 4, 3, False, False)
-_ACCURATE = Config(64, 64, 4, 3, False, False)
-_ACCURATE_D64 = Config(64, 128, 4, 3, False, False, 168)
 
 # (compute capability major, head dim padded to a power of two, accurate) -> config
 CONFIGS = {
-    (9, 128, False): _FP8,
-    (9, 128, True): _ACCURATE,
-    (9, 64, False): _FP8_D64,
-    (9, 64, True): _ACCURATE_D64,
+    (9, 128, False): Config(64, 128, 4, 3, True),
+    (9, 128, True): Config(64, 64, 4, 3, False),
+    (9, 64, False): Config(64, 128, 4, 3, False),
+    (9, 64, True): Config(64, 128, 4, 3, False, 168),
 }
 
 

@@ -34,26 +34,18 @@ def _scores(q, k_desc, row):
 
 @triton.jit
 def _update(acc, l_i, m_i, sf, cs, v_desc, kv_row, vt_row, j, LK, BLOCK_N: tl.constexpr, P_LOG2: tl.constexpr,
-            TAU: tl.constexpr, MASK: tl.constexpr, ACCURATE: tl.constexpr, LAZY: tl.constexpr):
-    """One key tile of the online softmax: sf [BLOCK_M, BLOCK_N] offset scores, cs [BLOCK_M] their scale.
-    LAZY: the running max (and the accumulator's rescale) only moves when some row's max grew by > TAU."""
+            MASK: tl.constexpr, ACCURATE: tl.constexpr):
+    """One key tile of the online softmax: sf [BLOCK_M, BLOCK_N] offset scores, cs [BLOCK_M] their scale."""
     if MASK:
         valid = (j * BLOCK_N + tl.arange(0, BLOCK_N)) < LK
         smax = tl.max(tl.where(valid[None, :], sf, 0.0), 1)
     else:
         smax = tl.max(sf, 1)
     m_new = tl.maximum(m_i, (smax - MAGIC_F) * cs)
-    if LAZY:
-        if tl.max(m_new - m_i, 0) > TAU:
-            alpha = tl.math.exp2(m_i - m_new)
-            l_i = l_i * alpha
-            acc = acc * alpha[:, None]
-            m_i = m_new
-    else:
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha
-        acc = acc * alpha[:, None]
-        m_i = m_new
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha
+    acc = acc * alpha[:, None]
+    m_i = m_new
     x = sf * cs[:, None] - (m_i + MAGIC_F * cs - P_LOG2)[:, None]
     if MASK:
         x = tl.where(valid[None, :], x, float("-inf"))
@@ -72,11 +64,10 @@ def _update(acc, l_i, m_i, sf, cs, v_desc, kv_row, vt_row, j, LK, BLOCK_N: tl.co
 def attn_kernel(q_ptr, sqb, sqh, sql, sqd, qk_scale, k_desc, v_desc, ks_ptr, vs_ptr, o_ptr, H, LQ, LK, LK_PAD,
                 sob, sol, soh,
                 D: tl.constexpr, DP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                ACCURATE: tl.constexpr, PIPE: tl.constexpr, WARP_SPEC: tl.constexpr, LAZY: tl.constexpr):
+                ACCURATE: tl.constexpr, PIPE: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
-    P_LOG2: tl.constexpr = 0.0 if ACCURATE else (4.0 if LAZY else 8.0)
-    TAU: tl.constexpr = 8.0 if ACCURATE else 4.5
+    P_LOG2: tl.constexpr = 0.0 if ACCURATE else 8.0
     nkb = LK_PAD // BLOCK_N
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, DP)
@@ -95,22 +86,22 @@ def attn_kernel(q_ptr, sqb, sqh, sql, sqd, qk_scale, k_desc, v_desc, ks_ptr, vs_
     acc = tl.zeros((BLOCK_M, DP), tl.float32)
     if PIPE:
         sf = _scores(q, k_desc, kv0)
-        for j in tl.range(0, nkb - 1, warp_specialize=WARP_SPEC):
+        for j in range(0, nkb - 1):
             sf_next = _scores(q, k_desc, kv0 + (j + 1) * BLOCK_N)
             cs = qs * tl.load(ks_base + j)
             acc, l_i, m_i = _update(acc, l_i, m_i, sf, cs, v_desc, kv0 + j * BLOCK_N, vt0, j, LK,
-                                    BLOCK_N, P_LOG2, TAU, False, ACCURATE, LAZY)
+                                    BLOCK_N, P_LOG2, False, ACCURATE)
             sf = sf_next
     else:
-        for j in tl.range(0, nkb - 1, warp_specialize=WARP_SPEC):
+        for j in range(0, nkb - 1):
             sf = _scores(q, k_desc, kv0 + j * BLOCK_N)
             cs = qs * tl.load(ks_base + j)
             acc, l_i, m_i = _update(acc, l_i, m_i, sf, cs, v_desc, kv0 + j * BLOCK_N, vt0, j, LK,
-                                    BLOCK_N, P_LOG2, TAU, False, ACCURATE, LAZY)
+                                    BLOCK_N, P_LOG2, False, ACCURATE)
         sf = _scores(q, k_desc, kv0 + (nkb - 1) * BLOCK_N)
     cs = qs * tl.load(ks_base + nkb - 1)
     acc, l_i, m_i = _update(acc, l_i, m_i, sf, cs, v_desc, kv0 + (nkb - 1) * BLOCK_N, vt0, nkb - 1, LK,
-                            BLOCK_N, P_LOG2, TAU, True, ACCURATE, LAZY)
+                            BLOCK_N, P_LOG2, True, ACCURATE)
     out = acc / l_i[:, None]
     if not ACCURATE:
         out = out * tl.load(vs_ptr + bh * DP + cols)[None, :]
@@ -134,6 +125,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, a
     grid = (triton.cdiv(lq, bm), bsz * heads)
     attn_kernel[grid](q, *q.stride(), scale * LOG2E, k_desc, v_desc, ops.ks, vs, out, heads, lq, lk, ops.lk_pad,
                       out.stride(0), out.stride(1), out.stride(2), D=d, DP=dp, BLOCK_M=bm, BLOCK_N=bn,
-                      ACCURATE=accurate, PIPE=cfg.pipe, WARP_SPEC=cfg.warp_spec, LAZY=cfg.lazy, num_warps=cfg.num_warps,
+                      ACCURATE=accurate, PIPE=cfg.pipe, num_warps=cfg.num_warps,
                       num_stages=cfg.num_stages, maxnreg=cfg.maxnreg or None)
     return out.transpose(1, 2)

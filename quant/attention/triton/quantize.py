@@ -31,7 +31,7 @@ ROWS = 64  # rows per step of the statistics pass
 
 
 class Operands(NamedTuple):
-    """What the main kernel reads (layouts in the module docstring); vs and vt are None in the accurate mode."""
+    """What the main kernel reads (layouts in the module docstring): v is vt (e4m3) or v16; vs None if accurate."""
     k8: torch.Tensor
     ks: torch.Tensor
     v: torch.Tensor
