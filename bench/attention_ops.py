@@ -90,7 +90,7 @@ def _first(x):
 
 def rel_err(fn, shape, device) -> float:
     """Relative L2 error of fn (bf16 inputs) against SDPA on the fp32 inputs, first batch x ERR_HEADS heads."""
-    b, h, lq, lk, d = shape
+    _, h, lq, lk, d = shape
     sub = (1, min(h, ERR_HEADS), lq, lk, d)
     q, k, v = make_inputs(sub, torch.float32, device, seed=1)
     ref = F.scaled_dot_product_attention(q, k, v)
@@ -162,7 +162,7 @@ def sweep_configs(shape, device) -> list[dict]:
     sdpa = time_ms(_sdpa, q, k, v)
     from quant.attention.triton.quantize import quantize
     for acc in (False, True):
-        pre = time_ms(lambda q, k, v: quantize(k, v, 128, acc), q, k, v)
+        pre = time_ms(lambda q, k, v, a=acc: quantize(k, v, 128, a), q, k, v)
         print(f"pre-pass (accurate={acc}) {pre:.3f} ms", flush=True)
     print(f"sdpa {sdpa:.2f} ms", flush=True)
     rows = []

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-from quant.attention.triton import quantized_attention, unsupported_reason  # noqa: E402
+from quant.attention.triton import quantized_attention, unsupported_reason
 
 BOUND = {False: 0.05, True: 0.03}
 SHAPES = [(1, 2, 70, 130), (2, 3, 1000, 777), (1, 40, 4097, 4095), (2, 5, 300, 512), (1, 4, 129, 64)]

@@ -53,7 +53,8 @@ SCRIPT = textwrap.dedent("""
 def test_interpreted_attention():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=root)
-    res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "interpreted attention ok" in res.stdout
 

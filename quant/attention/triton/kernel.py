@@ -86,14 +86,14 @@ def attn_kernel(q_ptr, sqb, sqh, sql, sqd, qk_scale, k_desc, v_desc, ks_ptr, vs_
     acc = tl.zeros((BLOCK_M, DP), tl.float32)
     if PIPE:
         sf = _scores(q, k_desc, kv0)
-        for j in range(0, nkb - 1):
+        for j in range(nkb - 1):
             sf_next = _scores(q, k_desc, kv0 + (j + 1) * BLOCK_N)
             cs = qs * tl.load(ks_base + j)
             acc, l_i, m_i = _update(acc, l_i, m_i, sf, cs, v_desc, kv0 + j * BLOCK_N, vt0, j, LK,
                                     BLOCK_N, P_LOG2, False, ACCURATE)
             sf = sf_next
     else:
-        for j in range(0, nkb - 1):
+        for j in range(nkb - 1):
             sf = _scores(q, k_desc, kv0 + j * BLOCK_N)
             cs = qs * tl.load(ks_base + j)
             acc, l_i, m_i = _update(acc, l_i, m_i, sf, cs, v_desc, kv0 + j * BLOCK_N, vt0, j, LK,
