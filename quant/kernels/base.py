@@ -60,10 +60,11 @@ def capability(device: torch.device) -> Optional[tuple[int, int]]:
 
 
 def has_module(name: str) -> bool:
-    """True when `name` is importable (without importing it)."""
+    """True when `name` is importable (without importing it; a submodule's parent packages are imported, and
+    one that fails to import, whatever it raises, e.g. a library built for another Triton, means False)."""
     try:
         return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
+    except Exception:  # noqa: BLE001 - see the docstring
         return False
 
 

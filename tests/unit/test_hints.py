@@ -48,6 +48,7 @@ def test_triton_that_cannot_import_the_kernels_is_unavailable_with_the_error(mon
 
 def test_import_error_is_recorded_from_a_real_failed_import(monkeypatch):
     monkeypatch.setitem(sys.modules, "quant.kernels.triton.gemm", None)  # importing it raises ImportError
+    monkeypatch.delattr(triton_kernel, "gemm", raising=False)  # (else `from . import gemm` takes the attribute)
     monkeypatch.setattr(triton_kernel, "_IMPORT_ERROR", [])
     err = triton_kernel.import_error()
     assert err is not None and "Error" in err and "gemm" in err, err

@@ -9,7 +9,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from triton_fakes import FakeDriver, FakeJIT  # noqa: E402
+from triton_fakes import FakeDriver, FakeJIT, skip_without_fast_path_api, skip_without_tma  # noqa: E402
 
 from quant import kernels  # noqa: E402
 from quant.kernels.triton import launch as triton_launch, tiles as triton_tiles  # noqa: E402
@@ -17,6 +17,7 @@ from quant.kernels.triton import launch as triton_launch, tiles as triton_tiles 
 
 @pytest.fixture
 def fake_driver(monkeypatch):
+    skip_without_fast_path_api(triton)
     monkeypatch.setattr(triton_launch, "driver", FakeDriver)
     monkeypatch.setattr(triton_launch, "FAST_TRITON", (triton_launch.triton.__version__,))
 
@@ -148,6 +149,8 @@ def test_fp8_prefers_triton_from_hopper_on(monkeypatch, cc, want):
 def test_tma_path_taken_only_where_tma_can_run(monkeypatch):
     from quant.kernels.triton import gemm_tma as tma
 
+    skip_without_tma(tma)
+
     monkeypatch.setattr(tma, "_hopper", lambda index: True)
     m, k, n = tma.MIN_M, 256, 512
     a, w = torch.zeros(m, k, dtype=torch.int8), torch.zeros(n, k, dtype=torch.int8)
@@ -201,6 +204,8 @@ def test_tma_descriptors_specialize_on_block_shape_and_alignment(fake_driver):
 
 def test_tma_path_needs_k_and_n_of_a_tile(monkeypatch):
     from quant.kernels.triton import gemm_tma as tma
+
+    skip_without_tma(tma)
 
     monkeypatch.setattr(tma, "_hopper", lambda index: True)
     m = tma.MIN_M

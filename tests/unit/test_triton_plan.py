@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from triton_fakes import FakeDriver, FakeJIT  # noqa: E402
+from triton_fakes import FakeDriver, FakeJIT, skip_without_fast_path_api  # noqa: E402
 
 from quant.kernels.triton import launch as triton_launch  # noqa: E402
 
@@ -20,6 +20,7 @@ triton_plan = triton_launch  # the plans live in the same module
 
 @pytest.fixture(autouse=True)
 def fakes(monkeypatch):
+    skip_without_fast_path_api(triton_launch.triton)
     monkeypatch.setattr(triton_launch, "driver", FakeDriver)
     monkeypatch.setattr(triton_plan, "_PLANS", {})
     monkeypatch.setattr(triton_launch, "FAST_TRITON", (triton_launch.triton.__version__,))

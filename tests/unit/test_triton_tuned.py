@@ -56,7 +56,8 @@ def test_round_trip_across_processes(cache_dir):
     first = tuned.TunedConfigs(tuner)
     consts = {"HAS_BIAS": True}
     kept = first.remember((256, 5120, 5120, torch.int8), 0, consts)
-    assert kept == ({**consts, **gemm.CONFIGS[3].kwargs}, {"num_warps": 8, "num_ctas": 1, "num_stages": 4})
+    assert kept[0] == {**consts, **gemm.CONFIGS[3].kwargs}
+    assert kept[1]["num_warps"] == 8 and kept[1]["num_stages"] == 4 and "BLOCK_M" not in kept[1]
     second = tuned.TunedConfigs(tuner)  # a new process: reads the file
     assert second.recall((256, 5120, 5120, torch.int8), 0, consts) == kept
     assert second.recall((512, 5120, 5120, torch.int8), 0, consts) is None  # another key: autotune

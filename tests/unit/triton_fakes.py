@@ -1,4 +1,18 @@
 """Stand-ins for Triton's runtime driver and a JIT function in CPU tests of direct launches and launch plans."""
+import pytest
+
+
+def skip_without_fast_path_api(triton) -> None:
+    """Tests that force the direct-launch path need the Triton API it is verified on (triton.knobs: 3.4+)."""
+    if not hasattr(triton, "knobs"):
+        pytest.skip(f"direct launches and plans run only on FAST_TRITON releases (3.6.x, with triton.knobs); "
+                    f"Triton {triton.__version__} always launches through kernel[grid]")
+
+
+def skip_without_tma(tma) -> None:
+    """Tests of the TMA GEMM's host side need host TMA descriptors (Triton 3.4+)."""
+    if tma.TensorDescriptor is None:
+        pytest.skip("the TMA GEMM needs host TMA descriptors (Triton 3.4+); older Triton never takes it")
 
 
 class FakeDriver:

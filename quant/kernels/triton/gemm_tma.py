@@ -10,6 +10,7 @@ halves (EPI_SPLIT) to leave shared memory to the pipeline. Used by triton_gemm.w
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 import triton
@@ -25,6 +26,8 @@ try:  # host-side TMA descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # pragma: no cover - depends on the install
     TensorDescriptor = None
+if "warp_specialize" not in inspect.signature(tl.range).parameters:  # the persistent loop's option
+    TensorDescriptor = None  # pragma: no cover - depends on the install; use_tma() then never picks this kernel
 
 MIN_M = 4096  # below this, the tile count is too small for a persistent grid to pay off
 MIN_KN = 128  # K and N at least one tile wide (what bench/check_kernels.py covered on the H100)
