@@ -24,6 +24,7 @@ from .common import (
     resolve_scheme,
 )
 from .ops import make_ops
+from .quantizing import quantizing
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def load_clip_vision_path(path: str, quant_scheme: str, name: str | None = None)
     if resolved.scheme.quantized:
         swapped = swap_linears(clip.model, make_ops(resolved, family), family)
         log.info("[quantized] %s: %d linears in %s", name, swapped, resolved.label)
-    missing, _ = clip.load_sd(sd)
+    with quantizing(sd, family, resolved):
+        missing, _ = clip.load_sd(sd)
     if missing:
         log.warning("[quantized] %s: missing %s", name, missing)
     clip.patcher.size = 0

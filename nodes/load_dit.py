@@ -20,6 +20,7 @@ from .common import (
     resolve_scheme,
 )
 from .ops import make_ops
+from .quantizing import quantizing
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ def load_dit_path(path: str, mm_type: str, dtype: str, name: str | None = None) 
     if resolved.scheme.quantized:
         options["custom_operations"] = make_ops(resolved, family)
     extra = {"metadata": meta or None} if _TAKES_METADATA else {}  # ComfyUI < 0.4 has no metadata argument
-    model = comfy.sd.load_diffusion_model_state_dict(sd, model_options=options, **extra)
+    with quantizing(sd, family, resolved):
+        model = comfy.sd.load_diffusion_model_state_dict(sd, model_options=options, **extra)
     if model is None:
         raise ValueError(f"{NODE}: ComfyUI cannot tell which model {name} is")
     log.info("[quantized] %s: %s file (%s), running %s", name, det.layout, det.format or "float", resolved.label)

@@ -27,6 +27,7 @@ from .common import (
     resolve_scheme,
 )
 from .ops import make_ops
+from .quantizing import quantizing
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +134,13 @@ def load_t5_path(path: str, type: str, quant_scheme: str, dtype: str, name: str 
         options["dtype"] = DTYPES[dtype]
     if resolved.scheme.quantized:
         options["custom_operations"] = make_ops(resolved, family)
-    if type == "flux":
-        return _load_flux(sd, clip_l_path, options, name, det, resolved)
-    target = type_target(factory, tokenizer)
-    clip = comfy.sd.CLIP(target, embedding_directory=folder_paths.get_folder_paths("embeddings"),
-                         parameters=comfy.utils.calculate_parameters(sd), tokenizer_data=tokenizer_data,
-                         state_dict=[sd], model_options=options)
+    with quantizing(sd, family, resolved):
+        if type == "flux":
+            return _load_flux(sd, clip_l_path, options, name, det, resolved)
+        clip = comfy.sd.CLIP(type_target(factory, tokenizer),
+                             embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                             parameters=comfy.utils.calculate_parameters(sd), tokenizer_data=tokenizer_data,
+                             state_dict=[sd], model_options=options)
     log.info("[quantized] %s: %s file (%s), running %s", name, det.layout, det.format or "float", resolved.label)
     return clip
 

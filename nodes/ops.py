@@ -23,6 +23,7 @@ from ..quant.families import ModelFamily, should_quantize
 from ..quant.linear import normalize_state_dict, quantized_linear
 from ..quant.requant import requantize_like
 from ..quant.schemes import Resolved
+from .quantizing import current as current_loading
 
 # Kernel label -> forward calls since the last reset (read and reset by the Sample node).
 RAN: Counter = Counter()
@@ -91,11 +92,15 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
                 setattr(self, name + "_comfy_model_dtype", t.dtype)
 
     def _take_quantized(self, sd: dict, prefix: str) -> None:
-        """Quantize a float weight (or check a stored one) and keep it with its scales."""
-        normalize_state_dict(sd, prefix, self.fmt, self.in_features, self.out_features)
+        """Quantize a float weight (on the loader's GPU if any) or check a stored one; keep it with its scales."""
+        loading = current_loading()
+        normalize_state_dict(sd, prefix, self.fmt, self.in_features, self.out_features,
+                             device=loading.device if loading else None)
         self.weight = torch.nn.Parameter(sd.pop(prefix + "weight"), requires_grad=False)
         self.weight_scale = sd.pop(prefix + "weight_scale")
         self.weight_global_scale = sd.pop(prefix + "weight_global_scale", None)
+        if loading is not None:
+            loading.bar.update(1)
 
     def _take_float(self, sd: dict, prefix: str) -> None:
         """A layer the family keeps float; a stored quantized one is dequantized (needs the format)."""
