@@ -1,4 +1,5 @@
 """The pack's ComfyUI nodes: one class per file, registered here."""
+from .attention import QuantizedAttention
 from .load_clip_vision import LoadQuantizedCLIP
 from .load_dit import LoadQuantizedDiT
 from .load_lightx2v_config import LoadLightX2VConfig
@@ -11,6 +12,7 @@ NODE_CLASS_MAPPINGS = {
     "LoadQuantizedCLIP": LoadQuantizedCLIP,
     "QuantizedSample": QuantizedSample,
     "LoadLightX2VConfig": LoadLightX2VConfig,
+    "QuantizedAttention": QuantizedAttention,
 }
 # What the UI shows. Saved workflows store the class names above, so those never change.
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -19,4 +21,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadQuantizedCLIP": "Load Quantized CLIP Vision",
     "QuantizedSample": "Sample (speed report)",
     "LoadLightX2VConfig": "Load LightX2V Config",
+    "QuantizedAttention": "Quantized Attention",
 }

@@ -7,6 +7,8 @@ import os
 
 import comfy.sd
 
+from ..quant.attention import AUTO
+from ..quant.attention import names as attention_names
 from ..quant.formats import get_format
 from ..quant.schemes import names
 from ..quant.lightx2v.smoothing import fold_smoothing, has_smoothing
@@ -19,6 +21,8 @@ from .common import (
     read_checkpoint,
     resolve_scheme,
 )
+from .attention import TOOLTIP as ATTENTION_TOOLTIP
+from .attention import with_attention
 from .ops import make_ops
 from .quantizing import quantizing
 
@@ -37,6 +41,8 @@ class LoadQuantizedDiT:
             "unet_name": (model_files("diffusion_models"), {"tooltip": "bf16/fp16/fp32 or quantized checkpoint"}),
             "mm_type": (names("mm_type"), {"default": "auto", "tooltip": "auto: the file's format, or this GPU's fastest"}),
             "dtype": (list(DTYPES), {"default": "default", "tooltip": "compute dtype of the layers kept unquantized"}),
+        }, "optional": {
+            "attention": (attention_names(), {"default": AUTO, "tooltip": ATTENTION_TOOLTIP}),
         }}
 
     RETURN_TYPES = ("MODEL",)
@@ -44,8 +50,9 @@ class LoadQuantizedDiT:
     CATEGORY = CATEGORY
     DESCRIPTION = "Load a DiT with low-precision (int8 / fp8 / mxfp8 / nvfp4) linear layers."
 
-    def load(self, unet_name: str, mm_type: str, dtype: str) -> tuple:
-        return (load_dit_path(model_path("diffusion_models", unet_name), mm_type, dtype, unet_name),)
+    def load(self, unet_name: str, mm_type: str, dtype: str, attention: str = AUTO) -> tuple:
+        model = load_dit_path(model_path("diffusion_models", unet_name), mm_type, dtype, unet_name)
+        return (with_attention(model, attention, NODE),)
 
 
 def load_dit_path(path: str, mm_type: str, dtype: str, name: str | None = None) -> comfy.model_patcher.ModelPatcher:

@@ -11,7 +11,8 @@ Outputs: `model` is the DiT of a Wan 2.1 (single-DiT) config, and the HIGH-noise
 Wan 2.2 MoE config (`high_noise_{quantized,original}_ckpt`); `low_noise_model` is the Wan 2.2
 LOW-noise expert (`low_noise_{quantized,original}_ckpt`), None for a single-DiT config. As in
 ComfyUI's Wan 2.2 templates, the high-noise expert samples the first steps and the low-noise
-expert the rest (two KSamplerAdvanced with start/end_at_step).
+expert the rest (two KSamplerAdvanced with start/end_at_step). Both run the attention kernel the config's
+`self_attn_1_type` maps to (quant.lightx2v.config.ATTENTION_NAMES; `auto` where none applies).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import comfy.model_management
 import folder_paths
 
 from ..quant.lightx2v.config import Component, ConfigError, parse_config
+from .attention import with_attention
 from .common import CATEGORY, DTYPES
 from .load_clip_vision import load_clip_vision_path
 from .load_dit import load_dit_path
@@ -123,12 +125,13 @@ class LoadLightX2VConfig:
                 _once(logging.WARNING, f"{label}: Wan 2.2 config: '{cfg.dit.ckpt_field}' is not used "
                                        "(the high/low-noise expert files are)")
             model = _load("high-noise DiT", cfg.high_noise, _dit, dtype)
-            low = _load("low-noise DiT", cfg.low_noise, _dit, dtype)
+            low = with_attention(_load("low-noise DiT", cfg.low_noise, _dit, dtype), cfg.attention, NODE)
         elif cfg.dit.ckpt is None:
             raise ConfigError(f"{NODE}: the config names no DiT file (config field "
                               f"'{'dit_quantized_ckpt' if cfg.dit.quantized else 'dit_original_ckpt'}')")
         else:
             model = _load("DiT", cfg.dit, _dit, dtype)
+        model = with_attention(model, cfg.attention, NODE)
         clip = _load("T5", cfg.t5, lambda p, s: load_t5_path(path=p, type="wan", quant_scheme=s, dtype=dtype)) if cfg.t5.ckpt else None
         vision = _load("CLIP", cfg.clip, lambda p, s: load_clip_vision_path(path=p, quant_scheme=s)) if cfg.clip.ckpt else None
         for what, value in (("T5 (CLIP output)", clip), ("CLIP vision (CLIP_VISION output)", vision)):

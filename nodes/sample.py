@@ -10,6 +10,8 @@ import torch
 
 import nodes as comfy_nodes
 
+from .attention import RAN as ATTENTION_RAN
+from .attention import report as attention_report
 from .common import CATEGORY
 from .ops import RAN
 
@@ -78,13 +80,14 @@ class QuantizedSample:
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
     CATEGORY = CATEGORY
-    DESCRIPTION = "KSampler that reports seconds per step, peak VRAM and which quantized kernels ran."
+    DESCRIPTION = "KSampler that reports seconds per step, peak VRAM and which quantized and attention kernels ran."
 
     def sample(self, model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                positive, negative, latent_image: dict, denoise: float = 1.0) -> dict:
         device = comfy.model_management.get_torch_device()
         _peak_reset(device)
         RAN.clear()
+        ATTENTION_RAN.clear()
         timer = _StepTimer()
         timed = _SAMPLER_SAMPLE is not None and hasattr(model, "add_wrapper_with_key")
         if timed:
@@ -99,8 +102,9 @@ class QuantizedSample:
                 model.remove_wrappers_with_key(_SAMPLER_SAMPLE, _WRAPPER_KEY)
         seconds = timer.seconds if timer.calls else total  # no wrapper support: the whole node's time
         per_step, peak, kernels = seconds / max(steps, 1), _peak_gib(device), dict(RAN)
-        text = report(per_step, peak, kernels, device.type)
+        attention = dict(ATTENTION_RAN)
+        text = report(per_step, peak, kernels, device.type) + attention_report(attention)
         log.info("[quantized] Sample: %s", text)
         ui = {"text": [text], "seconds_per_step": [per_step], "seconds_total": [total], "peak_vram_gb": [peak],
-              "device": [device.type], "kernels": sorted(kernels)}
+              "device": [device.type], "kernels": sorted(kernels), "attention": sorted(attention)}
         return {"ui": ui, "result": (latent,)}

@@ -1,4 +1,5 @@
-"""What runs on this machine: GPU, versions, and native / emulated / unavailable for every name.
+"""What runs on this machine: GPU, versions, and native / emulated / unavailable for every name
+(mm_type, quant_scheme and attention tables).
 
 Feeds the `/quantized/capabilities` route, the dropdown status marks and the start-up log line.
 """
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from . import attention
 from .kernels import KERNELS, availability, fastest
 from .kernels.base import NATIVE, capability
 from .schemes import AUTO, TABLES, Scheme, native_format
@@ -26,6 +28,15 @@ def _auto_status(device) -> dict:
         return {"status": NATIVE, "reason": "unquantized",
                 "note": "no GPU with int8/fp8 tensor cores: float files run unquantized, quantized files emulated"}
     return {**_name_status(Scheme(AUTO, fmt, None), device), "note": "float files quantized to " + fmt}
+
+
+def _attention_table(device) -> dict:
+    """auto (and the kernel it picks here), then every attention kernel's status."""
+    entries = {attention.AUTO: {"status": NATIVE, "reason": "", "kernel": attention.fastest(device)}}
+    for name in attention.KERNELS:
+        avail = attention.availability(name, device)
+        entries[name] = {"status": avail.status, "reason": avail.reason}
+    return entries
 
 
 def capabilities(device: torch.device | str | None = None) -> dict:
@@ -49,6 +60,7 @@ def capabilities(device: torch.device | str | None = None) -> dict:
         entries = {AUTO: _auto_status(device)}
         entries.update({name: _name_status(s, device) for name, s in rows.items()})
         report[table] = entries
+    report["attention"] = _attention_table(device)
     return report
 
 

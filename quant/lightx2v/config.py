@@ -7,6 +7,9 @@ with the short ones. T5 / CLIP: `{t5,clip}_quantized`, `{t5,clip}_quant_scheme`,
 A component's file is its quantized checkpoint when it is quantized and one is named, else its
 original one (LightX2V's rule). A scheme whose kernel cannot run here becomes the same format on
 the fastest kernel that does (a config is portable); each such change is returned as a message.
+Attention: `self_attn_1_type` (`attn_type` in other models' configs) names the kernel for every attention
+call of the model (ATTENTION_NAMES; short key sequences such as cross-attention take SDPA by the kernel's
+own rules); a name without a kernel here, or one that cannot run here, becomes `auto`, with a message.
 Fields this pack does not use are returned, so the caller can log them once.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from ..attention import AUTO, availability as attention_availability
 from ..formats import FORMATS
 from ..kernels import availability, fastest
 from ..schemes import DEFAULT, TABLES, names
@@ -43,6 +47,12 @@ _EXPERT_FIELDS = {"high_noise": ("high_noise_quantized_ckpt", "high_noise_origin
                   "low_noise": ("low_noise_quantized_ckpt", "low_noise_original_ckpt")}
 _MM_CONFIG_KEYS = ("mm_type", "weight_auto_quant")
 
+# LightX2V attention types -> this pack's attention names (quant.attention); others run `auto`.
+ATTENTION_NAMES = {"sage_attn2": "qattn", "sage_attn2_k_int8_v_fp8": "qattn", "flash_attn3": "fa3",
+                   "flash_attn2": "sdpa", "torch_sdpa": "sdpa"}
+_ATTENTION_FIELDS = ("self_attn_1_type", "attn_type")  # the first one present decides
+_CROSS_ATTENTION_FIELDS = ("cross_attn_1_type", "cross_attn_2_type")  # same kernel: one per model here
+
 
 class ConfigError(ValueError):
     """A LightX2V config that cannot be used; the message names the field."""
@@ -61,7 +71,8 @@ class Component:
 
 @dataclass(frozen=True)
 class LightX2VConfig:
-    """A parsed config: the three components (+ Wan 2.2 experts), LLMC quant_method, unused fields, notes."""
+    """A parsed config: the three components (+ Wan 2.2 experts), LLMC quant_method, unused fields, notes,
+    and the attention name (quant.attention) for the DiT."""
 
     dit: Component
     t5: Component
@@ -71,6 +82,7 @@ class LightX2VConfig:
     quant_method: Optional[str]
     unused: tuple[str, ...]
     messages: tuple[str, ...]
+    attention: str = AUTO
 
 
 class _Reader:
@@ -170,6 +182,32 @@ def resolve_scheme(name: Any, table: str, field: str, device: torch.device) -> t
     return found, f"config field '{field}': {written!r} {why}; running {found!r} ({fmt} weights, {best} kernel)"
 
 
+def resolve_attention(value: Any, field: str, device: torch.device) -> tuple[str, Optional[str]]:
+    """A LightX2V attention type -> (a quant.attention name that runs here, or auto; message or None)."""
+    if value is None:
+        return AUTO, None
+    if not isinstance(value, str):
+        raise ConfigError(f"config field '{field}' must be an attention type name, not {value!r}")
+    name = ATTENTION_NAMES.get(value)
+    if name is None:
+        return AUTO, f"config field '{field}': {value!r} has no kernel in this pack; running attention 'auto'"
+    avail = attention_availability(name, device)
+    if not avail.runs:
+        return AUTO, (f"config field '{field}': {value!r} is attention {name!r}, which cannot run here "
+                      f"({avail.reason}); running attention 'auto'")
+    return name, None
+
+
+def _attention(r: _Reader, device: torch.device, notes: list[str]) -> str:
+    """The DiT's attention name from the first attention field present; the cross-attention fields are read too."""
+    field = next((f for f in _ATTENTION_FIELDS if f in r.raw), _ATTENTION_FIELDS[0])
+    for f in _CROSS_ATTENTION_FIELDS:
+        r.get(f)
+    name, note = resolve_attention(r.get(field), field, device)
+    notes.extend([note] if note else [])
+    return name
+
+
 def _dit(r: _Reader, device: torch.device, notes: list[str]) -> tuple[bool, str, str]:
     """(quantized, scheme, scheme field) of the DiT from either generation of fields."""
     mm = r.get("mm_config")
@@ -236,19 +274,22 @@ def parse_config(source: Union[dict, str, os.PathLike], model_dirs: Sequence[str
         experts[name] = Component(quantized, scheme, path, field, f) if path else None
     t5, clip = _text(r, "t5", dirs, device, notes), _text(r, "clip", dirs, device, notes)
     quant_method = r.text("quant_method")
+    attention = _attention(r, device, notes)
     mm = raw.get("mm_config") or {}
     unused = sorted([k for k in raw if k not in r.used]
                     + [f"mm_config.{k}" for k in mm if k not in _MM_CONFIG_KEYS])
     return LightX2VConfig(dit, t5, clip, experts["high_noise"], experts["low_noise"], quant_method,
-                          tuple(unused), tuple(notes))
+                          tuple(unused), tuple(notes), attention)
 
 
 __all__ = [
+    "ATTENTION_NAMES",
     "LEGACY_NAMES",
     "Component",
     "ConfigError",
     "LightX2VConfig",
     "parse_config",
+    "resolve_attention",
     "resolve_path",
     "resolve_scheme",
 ]

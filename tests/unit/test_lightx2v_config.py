@@ -31,7 +31,7 @@ def test_old_generation_mm_config(models):
                                       "weight_auto_quant": False, "extra": 1}}, [str(models)])
     assert cfg.dit.quantized and cfg.dit.scheme.startswith("int8") and cfg.dit.scheme_field == "mm_config.mm_type"
     assert cfg.dit.ckpt == str(models / "int8_dit") and cfg.dit.ckpt_field == "dit_quantized_ckpt"
-    assert cfg.unused == ("enable_cfg", "infer_steps", "mm_config.extra", "self_attn_1_type", "target_video_length")
+    assert cfg.unused == ("enable_cfg", "infer_steps", "mm_config.extra", "target_video_length")
 
 
 def test_new_generation_and_mixed_strategy(models):
@@ -43,7 +43,7 @@ def test_new_generation_and_mixed_strategy(models):
     assert (cfg.dit.scheme, cfg.t5.scheme, cfg.clip.scheme) == ("int8-torch", "fp8", "int8")
     assert cfg.t5.ckpt.endswith("models_t5_umt5-xxl-enc-fp8.pth")
     assert cfg.clip.ckpt.endswith("models_clip_open-clip-xlm-roberta-large-vit-huge-14-int8.pth")
-    assert cfg.messages == ()
+    assert all(m.startswith("config field 'self_attn_1_type'") for m in cfg.messages)  # sage_attn2 needs a GPU
 
 
 def test_wan22_experts_and_relative_subpaths(models):

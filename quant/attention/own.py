@@ -1,0 +1,62 @@
+"""Attention "qattn" / "qattn-accurate": the pack's own quantized attention (quant/attention/triton).
+
+qattn: Q/K int8 (K's per-channel mean removed), P/V e4m3, fp32 softmax and accumulation; qattn-accurate:
+the same with P/V in 16 bit. The Triton package is imported at first use (the probe's import error is the
+reason it cannot run); its `unsupported_reason` is the per-call rule (head dim, dtype, GPU, Triton).
+Where it was measured slower than SDPA (bench/results/h200-attention.md, H200) the call takes SDPA:
+qattn below 4096 keys (Wan cross-attention, 512 keys: 0.66-0.74x; 2048: 1.02x; 4096: 1.10x) or below 500k
+query rows B*H*Lq (Flux 1x24x4608: 0.77x); qattn-accurate everywhere but head dim 64 (1.05x there, 0.98-1.00x
+at 128, where SDPA is also the more accurate).
+"""
+from __future__ import annotations
+
+import importlib
+from functools import partial
+from types import ModuleType
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..kernels.base import NATIVE, UNAVAILABLE, Availability
+from .base import AttentionKernel
+
+MIN_KEYS, MIN_ROWS = 4096, 500_000  # measured on the H200 (see above)
+_HINT = "pip install triton (Linux wheels ship with PyTorch)"
+
+
+def _package() -> ModuleType:
+    """quant.attention.triton, imported now (relative to this package, whatever name it is loaded under)."""
+    return importlib.import_module(__package__ + ".triton")
+
+
+def probe(device: torch.device) -> Availability:
+    """Runs where the package imports and its own check accepts a small bf16 [1, 1, 1, 128] input on device."""
+    try:
+        pkg = _package()
+    except ImportError as e:
+        return Availability(UNAVAILABLE, f"the own attention kernel does not import ({e})", missing=True)
+    x = torch.empty((1, 1, 1, 128), dtype=torch.bfloat16, device=device)
+    reason = pkg.unsupported_reason(x, x, x)
+    return Availability(NATIVE) if reason is None else Availability(UNAVAILABLE, reason)
+
+
+def _check(q: Tensor, k: Tensor, v: Tensor) -> Optional[str]:
+    return _package().unsupported_reason(q, k, v)
+
+
+def _run(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float], accurate: bool) -> Tensor:
+    return _package().quantized_attention(q, k, v, scale=scale, accurate=accurate)
+
+
+def _kernel(name: str, accurate: bool, what: str, fast_head_dims: tuple[int, ...]) -> AttentionKernel:
+    return AttentionKernel(name=name, description=f"the pack's own quantized attention (Triton): {what}",
+                           install_hint=_HINT, probe=probe, run=partial(_run, accurate=accurate), cuda_only=False,
+                           quantized=True, check=_check, min_keys=MIN_KEYS, min_rows=MIN_ROWS,
+                           fast_head_dims=fast_head_dims)
+
+
+KERNELS = (
+    _kernel("qattn", False, "int8 Q/K, fp8 P/V; measured on Hopper only", ()),
+    _kernel("qattn-accurate", True, "int8 Q/K, 16-bit P/V (closer to SDPA); measured on Hopper only", (64,)),
+)
