@@ -1,18 +1,22 @@
 """Command line: float checkpoint -> quantized checkpoint, streamed tensor by tensor.
 
-    python -m quant.checkpoints.convert SRC DST --mm-type NAME [--model-type auto|wan_dit|flux_dit|wan_t5|wan_clip]
-        [--layout lightx2v|comfyui] [--keep PATTERN ...] [--overwrite]
+    python3 <pack>/scripts/convert.py SRC DST --mm-type NAME [--model-type auto|wan_dit|flux_dit|wan_t5|wan_clip]
+        [--layout lightx2v|comfyui] [--keep PATTERN]... [--overwrite]
+    (from the pack's folder also: python3 -m quant.checkpoints.convert ...)
 
 Quantizes the linears LightX2V quantizes (quant/layers.py), copies every other tensor unchanged,
 writes `DST.tmp-<pid>` and renames it at the end, then re-reads DST's header to verify it. Peak
 memory stays near one tensor (source read one tensor at a time, never memory-mapped whole).
+Interrupted (SIGINT, SIGTERM, SIGHUP), it removes the partial file and exits with 128 + the signal number.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
@@ -91,23 +95,35 @@ def _plan(src: _Source, family: ModelFamily, fmt: QuantFormat, layout: str,
         else:
             specs.append((name, dtype, tuple(shape)))
     if not quantize:
-        raise ValueError(f"no layer of {src.path} matches the {family.name} layers to quantize")
+        raise ValueError(_no_layer_message(src, family))
     return specs, quantize
+
+
+def _no_layer_message(src: _Source, family: ModelFamily) -> str:
+    """Why nothing in src is a layer to quantize: the file is another model type, or none this converter knows."""
+    try:
+        found = detect_family(src.entries)
+    except ValueError:
+        return f"no layer of {src.path} matches the {family.name} layers to quantize (not a {family.name} checkpoint?)"
+    return (f"{src.path} is a {found} checkpoint, not {family.name}: pass --model-type {found} "
+            "(or auto, which reads it from the file)")
 
 
 def _stream(src: _Source, quantize: dict[str, str], fmt: QuantFormat, layout: str,
             progress: bool) -> Iterator[tuple[str, torch.Tensor]]:
     names = list(src.entries)
     bar = _progress(len(names), progress)
-    for name in names:
-        t = src.get(name)
-        if name in quantize:
-            check_finite(t, name)
-            yield from LAYOUTS[layout].tensors(quantize[name], t, fmt)
-        else:
-            yield name, t
-        bar.update(1)
-    bar.close()
+    try:
+        for name in names:
+            t = src.get(name)
+            if name in quantize:
+                check_finite(t, name)
+                yield from LAYOUTS[layout].tensors(quantize[name], t, fmt)
+            else:
+                yield name, t
+            bar.update(1)
+    finally:  # also when the writer stops early: the bar's line ends before any error line
+        bar.close()
 
 
 def _progress(total: int, enabled: bool):
@@ -136,6 +152,11 @@ def convert(src: str, dst: str, mm_type: str, model_type: str = "auto", layout: 
         raise ValueError("DST is SRC: refusing to overwrite the source checkpoint")
     if os.path.exists(dst) and not overwrite:
         raise ValueError(f"{dst} exists; pass --overwrite to replace it")
+    folder = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(folder):
+        raise ValueError(f"the destination folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"the destination folder {folder} is not writable")
     if not src.endswith((".pth", ".pt")):
         det = detect(src)
         if det.format is not None:
@@ -148,7 +169,8 @@ def convert(src: str, dst: str, mm_type: str, model_type: str = "auto", layout: 
     if layout == "comfyui":
         meta["_quantization_metadata"] = json.dumps({"format_version": "1.0", "layers": {
             base[:-1]: {"format": COMFY_NAMES[fmt.name]} for base in quantize.values()}})
-    write_streaming(dst, specs, _stream(source, quantize, fmt, layout, progress), meta)
+    with contextlib.closing(_stream(source, quantize, fmt, layout, progress)) as tensors:
+        write_streaming(dst, specs, tensors, meta)
     written, _ = read_header(dst)
     missing = [name for name, _, _ in specs if name not in written]
     if missing:
@@ -158,19 +180,56 @@ def convert(src: str, dst: str, mm_type: str, model_type: str = "auto", layout: 
     return ConvertReport(len(quantize), len(source.entries) - len(quantize), src_bytes, os.path.getsize(dst))
 
 
+class Interrupted(Exception):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) arrived during a conversion."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _raise_interrupted(signum, frame):
+    for sig in _STOP_SIGNALS:  # one stop is enough: a second signal must not cut the cleanup short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _stop_signals_raise():
+    """SIGINT, SIGTERM and SIGHUP raise Interrupted in the block (so the writer's cleanup runs); a signal the
+    caller ignores (nohup's SIGHUP) stays ignored."""
+    previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m quant.checkpoints.convert", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="convert.py", description=__doc__.split("\n\n")[0])
     p.add_argument("src", help=".safetensors file, sharded folder, or LightX2V .pth")
     p.add_argument("dst", help="output .safetensors file")
     p.add_argument("--mm-type", required=True, help="e.g. int8-triton, fp8-vllm, fp8-b128-triton, nvfp4, int8, fp8")
     p.add_argument("--model-type", default="auto", help="auto, wan_dit, flux_dit, wan_t5, wan_clip")
     p.add_argument("--layout", default="lightx2v", choices=sorted(LAYOUTS))
-    p.add_argument("--keep", nargs="*", default=[], metavar="PATTERN", help="regex of weight keys to leave unquantized")
+    p.add_argument("--keep", action="append", default=[], metavar="PATTERN",
+                   help="regex of weight keys to leave unquantized (repeat the option for several)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     try:
-        r = convert(a.src, a.dst, a.mm_type, a.model_type, a.layout, a.keep, a.overwrite, not a.no_progress)
+        with _stop_signals_raise():
+            r = convert(a.src, a.dst, a.mm_type, a.model_type, a.layout, a.keep, a.overwrite, not a.no_progress)
+    except Interrupted as e:
+        print(f"error: interrupted by {e}; {a.dst} was not written (partial output removed)", file=sys.stderr)
+        return 128 + e.signum
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
