@@ -4,12 +4,17 @@ Which Linear is quantized is decided while loading, from its state-dict key and 
 (quant.families.should_quantize); the others stay float and behave exactly like comfy's manual_cast.
 Weights and scales travel together: the weight through comfy's cast_bias_weight (kept in its own
 dtype, so offload/low-VRAM streaming works), the scales moved to the input's device in forward.
-LoRA: convert_weight/set_weight (merged: dequantize -> patch -> requantize with the same scales,
-since ComfyUI backs up only `weight`) and weight_function patches applied to the dequantized weight.
+LoRA: convert_weight/set_weight (merged: dequantize -> patch -> quantize with fresh scales; ComfyUI backs up
+only `weight`, so the layer keeps the old scales itself and puts them back when ModelPatcher restores the
+weight) and weight_function patches applied to the dequantized weight (fresh scales too: both paths agree).
+Newer ComfyUI: quantized layers are marked `_full_precision_mm` (core's fast paths leave them alone) and the
+Linear keywords of v0.40 (input_act, residual, ...) are applied around the GEMM (nodes/linear_kwargs.py).
 """
 from __future__ import annotations
 
 import inspect
+import logging
+import threading
 from collections import Counter
 
 import comfy.float
@@ -21,16 +26,43 @@ from torch import Tensor
 from ..quant.formats import QTensor, QuantFormat
 from ..quant.families import ModelFamily, should_quantize
 from ..quant.linear import normalize_state_dict, quantized_linear
-from ..quant.requant import requantize_like
+from ..quant.requant import requantize_like, saturated
 from ..quant.schemes import Resolved
+from .linear_kwargs import add_residual, apply_input_act, refuse_extra
 from .quantizing import current as current_loading
 
-# Kernel label -> forward calls since the last reset (read and reset by the Sample node).
-RAN: Counter = Counter()
+log = logging.getLogger(__name__)
+
+
+class CallCounter(Counter):
+    """label -> calls. add() holds a lock: MultiGPU CFG Split runs the model's clones in parallel threads and
+    `counter[label] += 1` is a read-modify-write that loses counts when two threads interleave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def add(self, label: str) -> None:
+        with self._lock:
+            self[label] += 1
+
+
+# Kernel label -> forward calls since the last reset (read and reset by the Sample node). Counted in eager
+# code only: under torch.compile dynamo would guard on the counter's values and recompile on every call.
+RAN = CallCounter()
+
+
+def _patch_sees_storage() -> bool:
+    """ComfyUI <= 0.3.x: LowVramPatch itself calls convert_weight/set_weight on the raw stored tensor.
+    Read from its source; where the source cannot be read (frozen install, no .py files) the newer behaviour."""
+    try:
+        return "convert_func(" in inspect.getsource(comfy.model_patcher.LowVramPatch.__call__)
+    except (OSError, TypeError):
+        return False
+
 
 _NEW_CAST = "offloadable" in inspect.signature(comfy.ops.cast_bias_weight).parameters
-# ComfyUI <= 0.3.x: LowVramPatch itself calls convert_weight/set_weight on the raw stored tensor.
-_PATCH_SEES_STORAGE = "convert_func(" in inspect.getsource(comfy.model_patcher.LowVramPatch.__call__)
+_PATCH_SEES_STORAGE = _patch_sees_storage()
 _QUANT_KEYS = ("weight", "weight_scale", "weight_global_scale")
 
 
@@ -58,6 +90,12 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
     fmt: QuantFormat = None
     kernel: str = None
     family: ModelFamily = None
+    # Core's mark for layers its fast paths must leave alone (comfy.ops.linear_input_act's fp16 branch):
+    # set on quantized layers, whose stored weight is codes that mean nothing without their scales.
+    _full_precision_mm: bool = False
+    # Set by a merged set_weight: the scales of the weight it replaced, and id() of the weight it installed.
+    _unpatched_scales: tuple | None = None
+    _merged_weight_id: int | None = None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
         torch.nn.Module.__init__(self)
@@ -99,6 +137,7 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
         self.weight = torch.nn.Parameter(sd.pop(prefix + "weight"), requires_grad=False)
         self.weight_scale = sd.pop(prefix + "weight_scale")
         self.weight_global_scale = sd.pop(prefix + "weight_global_scale", None)
+        self._full_precision_mm = True
         if loading is not None:
             loading.bar.update(1)
 
@@ -119,10 +158,26 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
         """The scales on `device` (moved only when elsewhere: this runs on every forward), data left None."""
         return QTensor(None, _on(self.weight_scale, device), _on(self.weight_global_scale, device))
 
+    def register_parameter(self, name: str, param: torch.nn.Parameter | None) -> None:
+        """A `weight` written from outside after a merge is ModelPatcher putting its backup back (unpatch,
+        partial unload): the scales saved by set_weight come back with it."""
+        saved = self._unpatched_scales
+        if name == "weight" and saved is not None and id(param) != self._merged_weight_id:
+            self._unpatched_scales = self._merged_weight_id = None
+            self.weight_scale, self.weight_global_scale = saved
+        super().register_parameter(name, param)
+
+    def forward(self, input: Tensor, *args, input_act: str | None = None, act_weight: Tensor | None = None,
+                act_eps: float | None = None, residual: Tensor | None = None, residual_scale=None, **kwargs) -> Tensor:
+        """residual + residual_scale * linear(input_act(input)), the keywords of ComfyUI v0.40 applied here."""
+        out = super().forward(apply_input_act(input, input_act, act_weight, act_eps), *args, **kwargs)
+        return add_residual(out, residual, residual_scale)
+
     def forward_comfy_cast_weights(self, input: Tensor, *args, **kwargs) -> Tensor:
         """Float layers: comfy's manual_cast path. Quantized: cast the stored weight, apply LoRA patches, GEMM."""
         if not self.quantized:
             return super().forward_comfy_cast_weights(input, *args, **kwargs)
+        refuse_extra(args, kwargs)
         fns, lowvram = self.weight_function, getattr(self, "weight_lowvram_function", None)
         self.weight_function, self.weight_lowvram_function = [], None  # keep patches off the raw storage
         try:
@@ -135,7 +190,8 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
             q = self._patched(q, [f for f in (lowvram, *fns) if f is not None])
         out = quantized_linear(input, q, b, self.fmt, self.kernel)
         _uncast(self, w, b, stream)
-        RAN[_label(self.fmt, self.kernel, input.device)] += 1
+        if not torch.compiler.is_compiling():
+            RAN.add(_label(self.fmt, self.kernel, input.device))
         return out
 
     def _patched(self, q: QTensor, fns: list) -> QTensor:
@@ -161,10 +217,22 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
 
     def set_weight(self, weight: Tensor, inplace_update: bool = False, seed: int | None = None,
                    return_weight: bool = False, **kwargs) -> Tensor | None:
-        """ModelPatcher hook: store a patched float weight (requantized against the current scales)."""
+        """ModelPatcher hook: store a patched float weight.
+
+        Quantized, merged (the usual LoRA path): quantized with fresh scales; the old scales are kept and put
+        back when ModelPatcher restores its backup of `weight` (register_parameter). Returned or updated in
+        place (ComfyUI then copies or caches the codes alone): requantized against the current scales.
+        """
+        if self.quantized and not (return_weight or inplace_update):
+            self._merge(weight)
+            return None
         if self.quantized:
             q = self._scales(weight.device)
             q.data = self.weight
+            clipped = saturated(self.fmt, weight, q)
+            if clipped:
+                log.warning("[quantized] a patch stored in place (hooks / inplace update) clips %d values of a %s "
+                            "layer to its old range", clipped, self.fmt.name)
             new = requantize_like(self.fmt, weight, q).data.to(self.weight.device)
         else:
             new = comfy.float.stochastic_rounding(weight, self.weight.dtype, seed=seed).to(self.weight.device)
@@ -175,6 +243,18 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
         else:
             self.weight = torch.nn.Parameter(new, requires_grad=False)
         return None
+
+    def _merge(self, weight: Tensor) -> None:
+        """Quantize the patched float weight afresh; the scales it replaces are kept for the restore."""
+        q = self.fmt.quantize_weight(weight.float())
+        if self._unpatched_scales is None:
+            self._unpatched_scales = (self.weight_scale, self.weight_global_scale)
+        param = torch.nn.Parameter(q.data.to(self.weight.device), requires_grad=False)
+        self._merged_weight_id = id(param)
+        self.weight = param
+        self.weight_scale = q.scale.to(self.weight_scale.device, self.fmt.scale_dtype)
+        if q.global_scale is not None:
+            self.weight_global_scale = q.global_scale.to(self.weight_scale.device, torch.float32)
 
     def extra_repr(self) -> str:
         kind = f"{self.fmt.name}/{self.kernel}" if self.quantized else "float"

@@ -1,7 +1,10 @@
-"""Quantize a float weight with the scales of an existing quantized weight (LoRA merge / unpatch safety).
+"""Requantize a patched float weight (LoRA) against the scales the layer already has.
 
-ComfyUI's LoRA merge backs up only `weight`, never its scales, so a patched weight must be
-requantized against the scales it already has: values beyond the old range saturate.
+A merged LoRA gets fresh scales (the layer's `set_weight` quantizes afresh and keeps the old scales to put
+back on unpatch). This module serves the two ComfyUI paths that store codes alone, without a place for new
+scales: in-place updates (`copy_to_param`: hook keyframes, `weight_inplace_update`) and `return_weight`
+(checkpoint saving, old LowVramPatch). There the old scales must stay, and values the patch pushes past the
+old range saturate; `saturated` counts them so the caller can say so.
 """
 from __future__ import annotations
 
@@ -9,10 +12,11 @@ import torch
 from torch import Tensor
 
 from .formats import QTensor, QuantFormat
-from .formats.base import INT8_MAX, TINY, cast_e4m3
+from .formats.base import E2M1_MAX, E4M3_MAX, INT8_MAX, TINY, cast_e4m3
 from .formats.nvfp4 import encode_e2m1, pack
 
 _ONE = {torch.int8: 1, torch.float8_e4m3fn: 1.0, torch.uint8: 0x22}  # the code of 1.0 (nvfp4: two packed)
+_LIMIT = {torch.int8: INT8_MAX, torch.float8_e4m3fn: E4M3_MAX, torch.uint8: E2M1_MAX}  # largest code magnitude
 
 
 def element_scales(fmt: QuantFormat, like: QTensor) -> Tensor:
@@ -31,3 +35,9 @@ def requantize_like(fmt: QuantFormat, w: Tensor, like: QTensor) -> QTensor:
     else:
         data = pack(encode_e2m1(x))
     return QTensor(data, like.scale, like.global_scale)
+
+
+def saturated(fmt: QuantFormat, w: Tensor, like: QTensor) -> int:
+    """How many elements of float w [N, K] lie beyond what like's scales can represent (requantize_like clips them)."""
+    limit = element_scales(fmt, like) * _LIMIT[fmt.weight_dtype]
+    return int((w.float().abs() > limit * (1 + 1e-6)).sum())

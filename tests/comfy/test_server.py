@@ -86,7 +86,9 @@ def test_i2v_matches_default(server, workspace, i2v_ref, mm_type, clip_scheme):
 
 @pytest.mark.parametrize("mm_type", ["int8-torch", "nvfp4-torch"])
 def test_lora_on_quantized_model(server, workspace, t2v_ref, mm_type):
-    """Core LoraLoaderModelOnly changes a quantized model as it changes the Default one."""
+    """Core LoraLoaderModelOnly changes a quantized model as it changes the Default one, with a LoRA whose update
+    is ~4x the weight (merged with fresh scales). Measured: int8 0.016, nvfp4 0.167 (0.625 / 0.731 when the merge
+    kept the old scales); LoRA effect 0.69."""
     names, out = workspace["names"], workspace["output"]
     ref_lora = latent(out, ok(server, t2v(names, "t2v_lora_default", lora=1.0)))
     q = latent(out, ok(server, t2v(names, f"t2v_{mm_type}", mm_type=mm_type)))

@@ -100,14 +100,16 @@ def wan_vae(path: str) -> None:
 
 
 def wan_lora(path: str, rank: int = 4) -> None:
-    """A rank-4 LoRA on every quantizable linear of the tiny Wan DiT (generic diffusion_model.* keys)."""
+    """A rank-4 LoRA on every quantizable linear of the tiny Wan DiT (generic diffusion_model.* keys), strong:
+    at strength 1 its update has ~4x the RMS of the weight (up 2.0 * N(0,1), down N(0,1)/sqrt(K), alpha = rank),
+    so a merge that keeps the weight's old scales saturates visibly (issue 15.1)."""
     g = torch.Generator().manual_seed(6)
     sd = {}
     for b in range(2):
         layers = [(f"self_attn.{n}", DIM, DIM) for n in "qkvo"] + [(f"cross_attn.{n}", DIM, DIM) for n in "qkvo"]
         for name, n_out, n_in in layers + [("ffn.0", FFN, DIM), ("ffn.2", DIM, FFN)]:
             key = f"diffusion_model.blocks.{b}.{name}"
-            sd[key + ".lora_up.weight"] = torch.randn(n_out, rank, generator=g) * 0.3
+            sd[key + ".lora_up.weight"] = torch.randn(n_out, rank, generator=g) * 2.0
             sd[key + ".lora_down.weight"] = torch.randn(rank, n_in, generator=g) / n_in ** 0.5
             sd[key + ".alpha"] = torch.tensor(float(rank))
     save_file(sd, path)
