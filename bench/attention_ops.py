@@ -154,8 +154,9 @@ def sweep_configs(shape, device) -> list[dict]:
     cands = {False: [C(64, 128, 4, 3, True), C(64, 128, 4, 2, True), C(64, 128, 4, 3, False),
                      C(64, 128, 4, 4, False), C(64, 64, 4, 4, False), C(128, 128, 8, 3, True),
                      C(64, 128, 4, 3, False, 168)],
-             True: [C(64, 64, 4, 3, False), C(128, 64, 8, 3, False), C(64, 128, 4, 3, False),
-                    C(64, 128, 4, 2, True), C(64, 128, 4, 3, False, 168)]}
+             True: [C(128, 64, 8, 3, False, 0, True), C(128, 64, 8, 2, False, 0, True),
+                    C(64, 64, 4, 2, False, 0, True), C(64, 64, 4, 3, False), C(128, 64, 8, 3, False),
+                    C(64, 128, 4, 3, False, 168)]}
     b, h, lq, lk, d = shape
     flops = 4 * b * h * lq * lk * d
     q, k, v = make_inputs(shape, torch.bfloat16, device)

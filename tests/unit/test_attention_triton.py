@@ -2,8 +2,8 @@
 
 Checks both modes against torch SDPA on the fp32 inputs (q ~ 2 N(0,1), k ~ N(0,1) + a per-channel offset
 ~ 3 N(0,1), v ~ N(0,1)), strided ComfyUI-style inputs ([B, L, H*D] viewed as [B, H, L, D]) against
-contiguous ones, the output's layout, and unsupported_reason. Runs in a subprocess: TRITON_INTERPRET must
-be set before Triton is imported.
+contiguous ones, the output's layout, the Q pre-pass (quantize_q) and unsupported_reason. Runs in a
+subprocess: TRITON_INTERPRET must be set before Triton is imported.
 Interpreter limits (Triton 3.8 here): its fp32 -> e4m3 cast rounds some values wrongly (about 3x the
 error of a correct cast), so the fp8 mode's bound here is 0.10 (0.05 on the GPU, tests/gpu); and its
 bf16 tl.dot returns garbage, so the accurate mode (P @ V in the input dtype) runs in fp16 here only.
@@ -46,6 +46,14 @@ SCRIPT = textwrap.dedent("""
         again = quantized_attention(*(t.to(dtype).contiguous() for t in (q, k, v)), accurate=accurate)
         assert torch.equal(again, out), (lq, lk, d, "strided != contiguous")
         print(lq, lk, d, dtype, accurate, round(err, 4))
+    from quant.attention.triton.quantize import quantize_q
+    q = view(torch.randn(2, 33, 3 * 96), 3)  # Q pre-pass: int8 per token, padded channels zero
+    q8, qs = quantize_q(q.half(), 0.5)
+    assert q8.shape == (2 * 3 * 33, 128) and q8.dtype == torch.int8 and qs.shape == (2 * 3 * 33,)
+    assert not q8[:, 96:].any() and q8.abs().amax(1).eq(127).all()
+    rows = q.half().float().reshape(6 * 33, 96)
+    deq = q8[:, :96].float() * (qs / 0.5)[:, None]
+    assert ((deq - rows).abs() <= rows.abs().amax(1, keepdim=True) / 254 * 1.01).all()
     print("interpreted attention ok")
 """)
 

@@ -1,8 +1,10 @@
 """Main kernel of the quantized attention: one program per (BLOCK_M queries, batch x head), non-causal.
 
-Quantizes its own BLOCK_M queries per token to int8 (q [B, H, Lq, D], any strides; masked loads), and
-reads the pre-pass's operands (quantize.py) through TMA descriptors: k8 [BH * Lk_pad, DP] int8 and either vt [BH * DP, Lk_pad] e4m3 (P @ V in e4m3, P scaled by 2**P_LOG2 so it stays clear of
-e4m3's subnormals) or v [BH * Lk_pad, DP] in the input dtype (accurate mode, P in that dtype too).
+Quantizes its own BLOCK_M queries per token to int8 (q [B, H, Lq, D], any strides; masked loads), or with
+Q_PRE reads them quantized by quantize_q (q8 [BH * Lq, DP] through a TMA descriptor, scales qs [BH * Lq]),
+and reads the pre-pass's operands (quantize.py) through TMA descriptors: k8 [BH * Lk_pad, DP] int8 and
+either vt [BH * DP, Lk_pad] e4m3 (P @ V in e4m3, P scaled by 2**P_LOG2 so it stays clear of e4m3's
+subnormals) or v [BH * Lk_pad, DP] in the input dtype (accurate mode, P in that dtype too).
 Scores: int8 dot -> int32; the int32 -> fp32 conversion is the magic-number trick (int + bits of 1.5 * 2**23,
 read as fp32, is the value + 1.5 * 2**23 exactly while |value| < 2**22, true for D <= 128) and the offset
 is folded into the row bias, so a score costs one FMA (q scale * k block scale, softmax scale and log2(e)
@@ -17,7 +19,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .configs import Config
-from .quantize import INT8_MAX, TINY, quantize, to_int8
+from .quantize import INT8_MAX, TINY, quantize, quantize_q, to_int8
 
 LOG2E = 1.4426950408889634
 MAGIC_I = tl.constexpr(0x4B400000)  # bits of 12582912.0 = 1.5 * 2**23
@@ -61,10 +63,10 @@ def _update(acc, l_i, m_i, sf, cs, v_desc, kv_row, vt_row, j, LK, BLOCK_N: tl.co
 
 
 @triton.jit
-def attn_kernel(q_ptr, sqb, sqh, sql, sqd, qk_scale, k_desc, v_desc, ks_ptr, vs_ptr, o_ptr, H, LQ, LK, LK_PAD,
-                sob, sol, soh,
+def attn_kernel(q_ptr, sqb, sqh, sql, sqd, qk_scale, q_desc, qs_ptr, k_desc, v_desc, ks_ptr, vs_ptr, o_ptr, H, LQ,
+                LK, LK_PAD, sob, sol, soh,
                 D: tl.constexpr, DP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                ACCURATE: tl.constexpr, PIPE: tl.constexpr):
+                ACCURATE: tl.constexpr, PIPE: tl.constexpr, Q_PRE: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     P_LOG2: tl.constexpr = 0.0 if ACCURATE else 8.0
@@ -73,11 +75,15 @@ def attn_kernel(q_ptr, sqb, sqh, sql, sqd, qk_scale, k_desc, v_desc, ks_ptr, vs_
     cols = tl.arange(0, DP)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    q_ptrs = q_ptr + b * sqb + h * sqh + rows.to(tl.int64)[:, None] * sql + cols[None, :] * sqd
-    q = tl.load(q_ptrs, mask=(rows[:, None] < LQ) & (cols[None, :] < D), other=0.0).to(tl.float32)
-    amax = tl.maximum(tl.max(tl.abs(q), 1), TINY)
-    q = to_int8(q, (1.0 / amax * INT8_MAX)[:, None])
-    qs = amax * (qk_scale / INT8_MAX)
+    if Q_PRE:
+        q = q_desc.load([bh * LQ + pid_m * BLOCK_M, 0])
+        qs = tl.load(qs_ptr + bh.to(tl.int64) * LQ + rows, mask=rows < LQ, other=0.0)
+    else:
+        q_ptrs = q_ptr + b * sqb + h * sqh + rows.to(tl.int64)[:, None] * sql + cols[None, :] * sqd
+        q = tl.load(q_ptrs, mask=(rows[:, None] < LQ) & (cols[None, :] < D), other=0.0).to(tl.float32)
+        amax = tl.maximum(tl.max(tl.abs(q), 1), TINY)
+        q = to_int8(q, (1.0 / amax * INT8_MAX)[:, None])
+        qs = amax * (qk_scale / INT8_MAX)
     kv0 = bh * LK_PAD
     vt0 = bh * DP
     ks_base = ks_ptr + bh * nkb
@@ -120,11 +126,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, a
     k_desc = TensorDescriptor(ops.k8, list(ops.k8.shape), [dp, 1], [bn, dp])
     v_box = [bn, dp] if accurate else [dp, bn]
     v_desc = TensorDescriptor(ops.v, list(ops.v.shape), [ops.v.stride(0), 1], v_box)
+    q_desc, qs = k_desc, ops.ks  # unread placeholders unless cfg.q_prepass
+    if cfg.q_prepass:
+        q8, qs = quantize_q(q, scale * LOG2E)
+        q_desc = TensorDescriptor(q8, list(q8.shape), [dp, 1], [bm, dp])
     out = torch.empty(bsz, lq, heads, d, device=q.device, dtype=q.dtype)
     vs = ops.vs if ops.vs is not None else ops.ks
     grid = (triton.cdiv(lq, bm), bsz * heads)
-    attn_kernel[grid](q, *q.stride(), scale * LOG2E, k_desc, v_desc, ops.ks, vs, out, heads, lq, lk, ops.lk_pad,
-                      out.stride(0), out.stride(1), out.stride(2), D=d, DP=dp, BLOCK_M=bm, BLOCK_N=bn,
-                      ACCURATE=accurate, PIPE=cfg.pipe, num_warps=cfg.num_warps,
+    attn_kernel[grid](q, *q.stride(), scale * LOG2E, q_desc, qs, k_desc, v_desc, ops.ks, vs, out, heads, lq, lk,
+                      ops.lk_pad, out.stride(0), out.stride(1), out.stride(2), D=d, DP=dp, BLOCK_M=bm, BLOCK_N=bn,
+                      ACCURATE=accurate, PIPE=cfg.pipe, Q_PRE=cfg.q_prepass, num_warps=cfg.num_warps,
                       num_stages=cfg.num_stages, maxnreg=cfg.maxnreg or None)
     return out.transpose(1, 2)

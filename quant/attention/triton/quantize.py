@@ -1,6 +1,7 @@
 """Pre-pass of the quantized attention: K, V ([B, H, Lk, D], any strides) -> the main kernel's operands.
 
-Two launches, each reading K and V once (the main kernel quantizes Q itself, per token, as it loads it):
+Two launches, each reading K and V once (Q is quantized per token by the main kernel as it loads it, or, in
+configs with `q_prepass`, by `quantize_q`: q8 [BH * Lq, DP] int8, qs [BH * Lq] fp32 with the softmax scale):
 1. `_stats_kernel`: per (batch x head, chunk of CHUNK keys) the column sums of K and column absmax of V,
    partials [BH, chunks, DP] fp32 (no atomics, deterministic).
 2. `_quant_kv_kernel`: K minus its per-channel mean over the keys (softmax-invariant) to int8 per block of
@@ -27,7 +28,7 @@ TINY = tl.constexpr(base.TINY)
 
 CHUNK = 2048  # keys per program of the statistics pass
 KV_BLOCKS = 8  # key blocks per program of the K/V quantizer (amortises its read of the partials)
-ROWS = 64  # rows per step of the statistics pass
+ROWS = 64  # rows per step of the statistics pass and per program of the Q quantizer
 
 
 class Operands(NamedTuple):
@@ -67,6 +68,24 @@ def to_int8(x, inv_scale):
     """fp32 values times 1/scale -> int8 codes (round half away from zero, clamped to +-127)."""
     y = tl.minimum(tl.maximum(x * inv_scale, -127.0), 127.0)
     return (y + tl.where(y >= 0, 0.5, -0.5)).to(tl.int8)
+
+
+@triton.jit
+def _quant_q_kernel(q_ptr, q8_ptr, qs_ptr, H, L, sqb, sqh, sql, sqd, qk_scale,
+                    D: tl.constexpr, DP: tl.constexpr, ROWS: tl.constexpr):
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, DP)
+    mask = (rows[:, None] < L) & (cols[None, :] < D)
+    q = tl.load(q_ptr + b * sqb + h * sqh + rows.to(tl.int64)[:, None] * sql + cols[None, :] * sqd,
+                mask=mask, other=0.0).to(tl.float32)
+    amax = tl.maximum(tl.max(tl.abs(q), 1), TINY)
+    out_rows = bh.to(tl.int64) * L + rows
+    tl.store(q8_ptr + out_rows[:, None] * DP + cols[None, :], to_int8(q, (1.0 / amax * INT8_MAX)[:, None]),
+             mask=rows[:, None] < L)
+    tl.store(qs_ptr + out_rows, amax * (qk_scale / INT8_MAX), mask=rows < L)
 
 
 @triton.jit
@@ -132,3 +151,15 @@ def quantize(k: torch.Tensor, v: torch.Tensor, block_n: int, accurate: bool) -> 
                                 NCHUNKS_P=triton.next_power_of_2(nchunks), KV_BLOCKS=KV_BLOCKS,
                                 ACCURATE=accurate, num_warps=8)
     return Operands(k8, ks, vo, vs, lk_pad)
+
+
+def quantize_q(q: torch.Tensor, qk_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [B, H, Lq, D] (any strides) -> q8 [BH * Lq, DP] int8 per token, qs [BH * Lq] fp32 (code scale times
+    qk_scale, the softmax scale times log2 e); padded channels are zeros."""
+    bsz, heads, lq, d = q.shape
+    dp = triton.next_power_of_2(d)
+    q8 = torch.empty(bsz * heads * lq, dp, device=q.device, dtype=torch.int8)
+    qs = torch.empty(bsz * heads * lq, device=q.device, dtype=torch.float32)
+    _quant_q_kernel[(ceil_div(lq, ROWS), bsz * heads)](q, q8, qs, heads, lq, *q.stride(), qk_scale,
+                                                       D=d, DP=dp, ROWS=ROWS, num_warps=4)
+    return q8, qs
