@@ -26,7 +26,7 @@ import torch
 from .read import checkpoint_files, detect, load_pth
 from ..formats import QuantFormat, check_finite
 from ..families import ModelFamily, detect_family, get_family, should_quantize
-from .layouts import COMFY_NAMES, LAYOUTS, Spec
+from .layouts import LAYOUTS, Spec
 from .safetensors_file import CheckpointError, read_header, read_tensor, write_streaming
 from ..schemes import MM_TYPES, QUANT_SCHEMES
 
@@ -165,10 +165,9 @@ def convert(src: str, dst: str, mm_type: str, model_type: str = "auto", layout: 
     family = get_family(detect_family(source.entries) if model_type == "auto" else model_type)
     specs, quantize = _plan(source, family, fmt, layout, [re.compile(p) for p in keep])
     meta = dict(source.metadata)
-    meta["comfyui_quantized"] = json.dumps({"mm_type": mm_type, "format": fmt.name, "model_type": family.name})
-    if layout == "comfyui":
-        meta["_quantization_metadata"] = json.dumps({"format_version": "1.0", "layers": {
-            base[:-1]: {"format": COMFY_NAMES[fmt.name]} for base in quantize.values()}})
+    meta["comfyui_quantized"] = json.dumps({"mm_type": mm_type, "format": fmt.name, "model_type": family.name,
+                                            "layout": layout})
+    meta["_quantization_metadata"] = LAYOUTS[layout].core_metadata([base[:-1] for base in quantize.values()], fmt)
     with contextlib.closing(_stream(source, quantize, fmt, layout, progress)) as tensors:
         write_streaming(dst, specs, tensors, meta)
     written, _ = read_header(dst)

@@ -3,6 +3,12 @@
 lightx2v: `<layer>.weight`, `<layer>.weight_scale` (+ `weight_global_scale` for nvfp4) in this
 pack's canonical layout. comfyui: ComfyUI core's `comfy_quant` layout (int8_tensorwise with
 per-row scales, float8_e4m3fn per-tensor, nvfp4 / mxfp8 with blocked scales, high nibble first).
+
+Both layouts also name each layer's format for ComfyUI core in the header
+(`__metadata__["_quantization_metadata"]`, which LightX2V ignores), so that core's own loaders either
+read the file right or stop with a message: core's name where core reads the layer as written (every
+comfyui layer; lightx2v int8, which is core's per-row int8_tensorwise), else a name core has no
+format for, which says what to do (core raises it as an unknown format: KeyError).
 """
 from __future__ import annotations
 
@@ -100,16 +106,40 @@ def _comfyui_tensors(base: str, w: torch.Tensor, fmt: QuantFormat) -> list[tuple
     return _comfy(fmt).tensors(base, w, fmt) + [(base + "comfy_quant", _comfy_marker(fmt))]
 
 
+# lightx2v-layout formats that are core's own layout as well (same tensors, same scales).
+_CORE_READS_LIGHTX2V = {"int8": "int8_tensorwise"}
+
+
+def _lightx2v_core_name(fmt: QuantFormat) -> str:
+    """What the header tells core a lightx2v-layout layer is: core's name, or a refusal that says what to do."""
+    if fmt.name in _CORE_READS_LIGHTX2V:
+        return _CORE_READS_LIGHTX2V[fmt.name]
+    other = " or convert it with --layout comfyui" if fmt.name in COMFY_FORMATS else ""
+    return (f"{fmt.name} in the LightX2V layout (comfyui-quantized): ComfyUI core cannot load it; use the "
+            f"comfyui-quantized loaders{other}")
+
+
+def _comfyui_core_name(fmt: QuantFormat) -> str:
+    return _comfy(fmt).core_name
+
+
 @dataclass(frozen=True)
 class Layout:
-    """An output layout: specs(base, N, K, fmt) plans a layer's tensors, tensors(base, w, fmt) makes them."""
+    """An output layout: specs(base, N, K, fmt) plans a layer's tensors, tensors(base, w, fmt) makes them,
+    core_name(fmt) is the layer's format as the header tells ComfyUI core (see the module docstring)."""
 
     name: str
     specs: Callable[[str, int, int, QuantFormat], list[Spec]]
     tensors: Callable[[str, torch.Tensor, QuantFormat], list[tuple[str, torch.Tensor]]]
+    core_name: Callable[[QuantFormat], str]
+
+    def core_metadata(self, layers: list[str], fmt: QuantFormat) -> str:
+        """The `_quantization_metadata` header value for these layer names (without `.weight`)."""
+        name = self.core_name(fmt)
+        return json.dumps({"format_version": "1.0", "layers": {layer: {"format": name} for layer in layers}})
 
 
 LAYOUTS = {
-    "lightx2v": Layout("lightx2v", _lightx2v_specs, _lightx2v_tensors),
-    "comfyui": Layout("comfyui", _comfyui_specs, _comfyui_tensors),
+    "lightx2v": Layout("lightx2v", _lightx2v_specs, _lightx2v_tensors, _lightx2v_core_name),
+    "comfyui": Layout("comfyui", _comfyui_specs, _comfyui_tensors, _comfyui_core_name),
 }

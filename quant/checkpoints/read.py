@@ -126,6 +126,7 @@ def _detect(path: str, tensors: dict[str, tuple[str, TensorInfo]], meta: dict[st
         n = sum(1 for k in tensors if k.endswith(".scale_weight"))
         return Detected("scaled_fp8", "fp8", files, n, meta)
     comfy = any(k.endswith(".comfy_quant") for k in tensors) or "_quantization_metadata" in meta
+    comfy = comfy if _written_layout(meta) is None else _written_layout(meta) == "comfyui"
     candidates = []
     for name, (_, info) in tensors.items():
         if name.endswith(".weight") and info.dtype in ("I8", "U8", "F8_E4M3"):
@@ -135,6 +136,17 @@ def _detect(path: str, tensors: dict[str, tuple[str, TensorInfo]], meta: dict[st
     if fmt is None:
         return Detected("float", None, files, 0, meta)
     return Detected("comfyui" if comfy else "lightx2v", fmt, files, len(candidates), meta)
+
+
+def _written_layout(meta: dict) -> Optional[str]:
+    """The layout this pack's converter recorded in a file's header ("lightx2v" / "comfyui"), None for
+    files from elsewhere (or from before it recorded one): a lightx2v file of ours names its formats for
+    ComfyUI core in `_quantization_metadata` too, and stays lightx2v."""
+    try:
+        layout = json.loads(meta.get("comfyui_quantized", "{}")).get("layout")
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return layout if layout in ("lightx2v", "comfyui") else None
 
 
 def _mmap_tensors(path: str, tensors: dict[str, TensorInfo]) -> dict[str, torch.Tensor]:

@@ -77,7 +77,7 @@ def test_wan_dit_end_to_end(tmp_path, wan_dit_file, helpers, fmt):
     _, meta = read_header(dst)
     assert meta["config"] == helpers.WAN_CONFIG and meta["format"] == "pt"
     info = json.loads(meta["comfyui_quantized"])
-    assert info == {"mm_type": MM_TYPE_FOR[fmt], "format": fmt, "model_type": "wan_dit"}
+    assert info == {"mm_type": MM_TYPE_FOR[fmt], "format": fmt, "model_type": "wan_dit", "layout": "lightx2v"}
     # the written layer loads into QuantLinear and approximates the bf16 layer
     got = load_file(dst)
     base = "blocks.1.ffn.0."
