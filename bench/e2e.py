@@ -75,7 +75,7 @@ class Row:
     load_s: float
     warmup_s: float
     s_per_step: float
-    peak_gib: float
+    peak_gib: Optional[float]  # None on the CPU
     kernels: str
     x_baseline: Optional[float] = None
     rel_err: Optional[float] = None
@@ -161,7 +161,7 @@ def format_table(rows: list[Row]) -> str:
         ratio = "—" if r.x_baseline is None else f"{r.x_baseline:.2f}"
         err = "—" if r.rel_err is None else f"{r.rel_err:.4f}"
         lines.append(f"| {r.res} | {r.method} | {r.load_s:.1f} | {r.warmup_s:.1f} | {r.s_per_step:.3f} | {ratio} | "
-                     f"{r.peak_gib:.1f} | {err} | {r.kernels} |")
+                     f"{'CPU' if r.peak_gib is None else f'{r.peak_gib:.1f}'} | {err} | {r.kernels} |")
     return "\n".join(lines)
 
 
