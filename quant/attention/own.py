@@ -4,9 +4,10 @@ qattn: Q/K int8 (K's per-channel mean removed), P/V e4m3, fp32 softmax and accum
 the same with P/V in 16 bit. The Triton package is imported at first use (the probe's import error is the
 reason it cannot run); its `unsupported_reason` is the per-call rule (head dim, dtype, GPU, Triton).
 Where it was measured slower than SDPA (bench/results/h200-attention.md, H200) the call takes SDPA:
-qattn below 4096 keys (Wan cross-attention, 512 keys: 0.66-0.74x; 2048: 1.02x; 4096: 1.10x) or below 500k
-query rows B*H*Lq (Flux 1x24x4608: 0.77x); qattn-accurate everywhere but head dim 64 (1.05x there, 0.98-1.00x
-at 128, where SDPA is also the more accurate).
+both modes below 4096 keys (fp8, Wan cross-attention, 512 keys: 0.66-0.74x; 2048: 1.02x; 4096: 1.10x) or
+below 500k query rows B*H*Lq (Flux 1x24x4608: 0.77x); the accurate mode also at head dim 96 (0.90x). Measured
+faster: fp8 1.26-1.31x on Wan self-attention (D 64 / 96: 1.10x / 1.08x), accurate 1.05-1.06x at D 128 (Q
+pre-pass config) and 1.05x at D 64; the accurate mode's short-key rule is the fp8 mode's (not measured apart).
 """
 from __future__ import annotations
 
@@ -58,5 +59,5 @@ def _kernel(name: str, accurate: bool, what: str, fast_head_dims: tuple[int, ...
 
 KERNELS = (
     _kernel("qattn", False, "int8 Q/K, fp8 P/V; measured on Hopper only", ()),
-    _kernel("qattn-accurate", True, "int8 Q/K, 16-bit P/V (closer to SDPA); measured on Hopper only", (64,)),
+    _kernel("qattn-accurate", True, "int8 Q/K, 16-bit P/V (closer to SDPA); measured on Hopper only", (64, 128)),
 )
