@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.machinery
+import os
+import subprocess
 import sys
+import textwrap
 import threading
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +28,7 @@ from quant.kernels.base import NATIVE, UNAVAILABLE, Availability
 from quant.lightx2v.config import ConfigError, parse_config
 
 CPU = torch.device("cpu")
+ROOT = str(Path(__file__).resolve().parents[2])
 HALF = (torch.float16, torch.bfloat16)
 
 
@@ -213,6 +218,32 @@ def test_own_kernel_through_the_registry(fake_own):
     assert fake_own == [False, True]
     attention.attention("qattn", *_qkv(dtype=torch.float32))
     assert dict(attention.RAN) == {"qattn": 1, "qattn-accurate": 1, "sdpa (fallback: float32)": 1}
+
+
+def test_real_own_kernel_through_the_registry_interpreted():
+    """The real quant.attention.triton under Triton's CPU interpreter (TRITON_INTERPRET before Triton is imported:
+    a subprocess), reached through select / attention with the speed rules relaxed: the adapter's call contract
+    (scale, accurate) matches the package; fp8 within the interpreter's bound (0.10, see test_attention_triton)."""
+    pytest.importorskip("triton")
+    script = textwrap.dedent("""
+        import dataclasses, torch, torch.nn.functional as F
+        from quant import attention
+        assert attention.select("qattn", "cpu") == "qattn", attention.availability("qattn", "cpu")
+        attention.KERNELS["qattn"] = dataclasses.replace(attention.KERNELS["qattn"], min_keys=0, min_rows=0)
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, 70 if i == 0 else 130, 2 * 64, generator=g).view(1, -1, 2, 64).transpose(1, 2)
+                   for i in range(3))
+        ref = F.scaled_dot_product_attention(q, k, v, scale=0.1)
+        out = attention.attention("qattn", *(t.to(torch.float16) for t in (q, k, v)), scale=0.1)
+        err = ((out.float() - ref).norm() / ref.norm()).item()
+        assert out.dtype == torch.float16 and err < 0.10, err
+        assert dict(attention.RAN) == {"qattn": 1}, dict(attention.RAN)
+        print("ok", round(err, 4))
+    """)
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": ROOT}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-3000:]
 
 
 def test_counter_stays_out_of_compiled_code():
