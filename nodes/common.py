@@ -15,7 +15,8 @@ from ..quant.schemes import Resolved, resolve
 CATEGORY = "quantized"
 DTYPES: dict[str, torch.dtype | None] = {"default": None, "bf16": torch.bfloat16, "fp16": torch.float16,
                                             "fp32": torch.float32}
-NODE_FOR = {"wan_dit": "Load Quantized DiT", "flux_dit": "Load Quantized DiT",
+DIT_FAMILIES = ("wan_dit", "flux_dit", "dit")  # "dit": any other DiT ComfyUI loads (quant.families' generic rule)
+NODE_FOR = {"wan_dit": "Load Quantized DiT", "flux_dit": "Load Quantized DiT", "dit": "Load Quantized DiT",
             "wan_t5": "Load Quantized T5", "wan_clip": "Load Quantized CLIP Vision"}
 
 

@@ -14,6 +14,7 @@ from ..quant.schemes import names
 from ..quant.lightx2v.smoothing import fold_smoothing, has_smoothing
 from .common import (
     CATEGORY,
+    DIT_FAMILIES,
     DTYPES,
     check_family,
     model_files,
@@ -65,7 +66,7 @@ def load_dit_path(path: str, mm_type: str, dtype: str, name: str | None = None) 
     if has_smoothing(sd):
         sd = fold_smoothing(sd, get_format(det.format) if det.format else None)
         log.info("[quantized] %s: LLMC smoothing factors folded into the linears", name)
-    family = check_family(sd, ("wan_dit", "flux_dit"), NODE, name)
+    family = check_family(sd, DIT_FAMILIES, NODE, name)
     resolved = resolve_scheme(mm_type, "mm_type", det)
     options = {"dtype": DTYPES[dtype]} if DTYPES[dtype] is not None else {}
     if resolved.scheme.quantized:

@@ -3,6 +3,13 @@
 Keys may carry ComfyUI prefixes (`model.diffusion_model.`, `text_encoders.umt5xxl.transformer.`,
 ...); patterns match the key's tail. Norms, embeddings, modulation, time/text projections,
 img_emb, patch embedding and output heads never match.
+
+Any other DiT ComfyUI loads (Qwen-Image, HunyuanVideo, LTX-Video, Chroma, HiDream, Lumina, Cosmos, SD3, ...)
+follows one generic rule, `dit`: the linears inside the model's repeated blocks (`<name>blocks.N.` or
+`<name>layers.N.` at its root), except those under a modulation / adaLN, norm, embedding or head module
+and MoE routers (`gate`). On Wan and Flux it picks exactly the wan_dit / flux_dit sets; the named
+families stay for what names them (the converter's --model-type, LightX2V's key tables). A model where
+the rule is wrong gets its own row above `dit`.
 """
 from __future__ import annotations
 
@@ -24,6 +31,12 @@ def _rx(body: str) -> re.Pattern:
     return re.compile(r"(?:^|\.)" + body + r"$")
 
 
+# The generic DiT rule: a root-level repeated block (after ComfyUI's prefixes), then a path none of whose
+# segments names modulation / adaLN, a norm, an embedding or a head, nor is a MoE router.
+_KEPT_SEGMENT = r"(?:[^.]*\.)*(?i:[^.]*(?:mod|adaln|norm|emb|head)[^.]*|gate)(?:\.|$)"
+_GENERIC_DIT = r"^(?:model\.)?(?:diffusion_model\.)?[A-Za-z_]*(?:blocks|layers)\.\d+\.(?!" + _KEPT_SEGMENT + r")[\w.]+"
+
+
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
     ModelFamily("wan_dit", _rx(r"blocks\.\d+\.self_attn\.q\.weight"),
                 _rx(r"blocks\.\d+\.(?:self_attn|cross_attn)\.(?:q|k|v|o|k_img|v_img)|blocks\.\d+\.ffn\.[02]")),
@@ -38,6 +51,8 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (
     ModelFamily("wan_clip", _rx(r"(?:visual\.transformer\.\d+\.attn\.to_qkv|vision_model\.encoder\.layers\.\d+\.self_attn\.q_proj)\.weight"),
                 _rx(r"visual\.transformer\.\d+\.(?:attn\.to_qkv|attn\.proj|mlp\.0|mlp\.2)"
                     r"|vision_model\.encoder\.layers\.\d+\.(?:self_attn\.(?:q_proj|k_proj|v_proj|out_proj)|mlp\.fc[12])")),
+    # Last: detection tries the families in order, and this one matches any DiT's block linears.
+    ModelFamily("dit", re.compile(_GENERIC_DIT + r"\.weight$"), re.compile(_GENERIC_DIT + "$")),
 )}
 
 
@@ -55,7 +70,7 @@ def detect_family(keys: Iterable[str]) -> str:
     for fam in FAMILIES.values():
         if any(fam.detect.search(k) for k in keys):
             return fam.name
-    raise ValueError("cannot tell the model type from the tensor names (not a Wan/Flux DiT, T5 or CLIP "
+    raise ValueError("cannot tell the model type from the tensor names (not a DiT, T5 or CLIP "
                      f"vision checkpoint?); first keys: {keys[:5]}; pass --model-type")
 
 
