@@ -12,7 +12,13 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..kernels.base import UNAVAILABLE, Availability, cuda_probe, has_module, library_attr
+from ..kernels.base import (
+    UNAVAILABLE,
+    Availability,
+    cuda_probe,
+    has_module,
+    library_attr,
+)
 
 HALF = frozenset({torch.float16, torch.bfloat16})
 

@@ -122,7 +122,7 @@ def test_override_falls_back_to_comfy_unchanged(comfy_in_process, fake_own):
              "full precision asked": ((q, k, v, 2), {"low_precision_attention": False}),
              "keys 12 < 20": ((q, k[:, :12], v[:, :12], 2), {})}
     reg.RAN.clear()
-    for reason, (args, kwargs) in cases.items():
+    for args, kwargs in cases.values():
         func = RecordingFunc()
         assert override(func, *args, transformer_options={"x": 1}, **kwargs) == "comfy result"
         (got_args, got_kwargs), = func.calls
