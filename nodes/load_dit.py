@@ -56,10 +56,14 @@ class LoadQuantizedDiT:
         return (with_attention(model, attention, NODE),)
 
 
-def load_dit_path(path: str, mm_type: str, dtype: str, name: str | None = None) -> comfy.model_patcher.ModelPatcher:
+def load_dit_path(path: str, mm_type: str, dtype: str, name: str | None = None,
+                  disable_dynamic: bool = False) -> comfy.model_patcher.ModelPatcher:
     """MODEL from a DiT file or sharded folder: `mm_type` a name of the mm_type table, `dtype` a DTYPES key.
 
     LightCompress (LLMC) smoothing factors, when the file holds them, are folded into the linears first.
+    The MODEL carries ComfyUI's `cached_patcher_init` (this function and its arguments), so core can load it
+    afresh where it needs its own copy: MultiGPU CFG Split and Select Model Device (one per GPU),
+    TorchCompileModel's non-dynamic clone (with `disable_dynamic`).
     """
     name = name or os.path.basename(path.rstrip("/"))
     sd, det, meta = read_checkpoint(path)
@@ -72,9 +76,12 @@ def load_dit_path(path: str, mm_type: str, dtype: str, name: str | None = None) 
     if resolved.scheme.quantized:
         options["custom_operations"] = make_ops(resolved, family)
     extra = {"metadata": meta or None} if _TAKES_METADATA else {}  # ComfyUI < 0.4 has no metadata argument
+    if disable_dynamic:  # only ever asked for by a ComfyUI whose loader takes it
+        extra["disable_dynamic"] = True
     with quantizing(sd, family, resolved):
         model = comfy.sd.load_diffusion_model_state_dict(sd, model_options=options, **extra)
     if model is None:
         raise ValueError(f"{NODE}: ComfyUI cannot tell which model {name} is")
     log.info("[quantized] %s: %s file (%s), running %s", name, det.layout, det.format or "float", resolved.label)
+    model.cached_patcher_init = (load_dit_path, (path, mm_type, dtype, name))
     return model
