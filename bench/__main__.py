@@ -3,13 +3,14 @@
     python -m bench [...]               linears (and --block, --encoders): bench/linears.py
     python -m bench --attention [...]   attention kernels at the Wan / Flux shapes: bench/attention_ops.py
     python -m bench --e2e [...]         seconds per step inside ComfyUI: bench/e2e.py
+    python -m bench --multigpu [...]    one GPU vs MultiGPU CFG Split (two GPUs): bench/multigpu.py
 """
 from __future__ import annotations
 
 import importlib
 import sys
 
-MODES = {"--attention": "bench.attention_ops", "--e2e": "bench.e2e"}
+MODES = {"--attention": "bench.attention_ops", "--e2e": "bench.e2e", "--multigpu": "bench.multigpu"}
 
 
 def main(argv: list[str]) -> None:

@@ -105,3 +105,22 @@ def test_call_counter_is_thread_safe(comfy_in_process):
     for t in threads:
         t.join()
     assert counter["k"] == 80000
+
+
+def test_bench_multigpu_runs_with_tiny_shapes(comfy_in_process, two_devices, tmp_path, capsys):
+    """bench/multigpu.py end to end at tiny shapes on the two CPU "devices" (its GPU run is the lead's)."""
+    from bench import multigpu
+    rows = multigpu.main(["--model", "tiny", "--blocks", "1", "--res", "tiny", "--mm-type", "int8-torch",
+                          "--attention", "sdpa", "--steps", "1", "--workdir", str(tmp_path)])
+    (row,) = rows
+    assert row.devices == "cpu, cpu:1" and row.latent_rel_err < 1e-5 and row.split_s_per_step > 0
+    assert "| tiny | sdpa | cpu, cpu:1 |" in capsys.readouterr().out
+
+
+def test_bench_multigpu_refuses_one_device(comfy_in_process, monkeypatch):
+    import comfy.model_management as mm
+
+    from bench import multigpu
+    monkeypatch.setattr(mm, "get_all_torch_devices", lambda exclude_current=False: [torch.device("cpu")])
+    with pytest.raises(SystemExit, match="needs two devices"):
+        multigpu.main(["--model", "tiny"])
