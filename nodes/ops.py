@@ -23,8 +23,8 @@ import comfy.ops
 import torch
 from torch import Tensor
 
-from ..quant.formats import QTensor, QuantFormat
 from ..quant.families import ModelFamily, should_quantize
+from ..quant.formats import QTensor, QuantFormat
 from ..quant.linear import normalize_state_dict, quantized_linear
 from ..quant.requant import requantize_like, saturated
 from ..quant.schemes import Resolved
@@ -96,6 +96,9 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
     # Set by a merged set_weight: the scales of the weight it replaced, and id() of the weight it installed.
     _unpatched_scales: tuple | None = None
     _merged_weight_id: int | None = None
+    # Always present (newer ComfyUI sets it per layer): forward assigns it, and an attribute that appears
+    # after the first call makes torch.compile recompile the whole model once, inside the timed steps.
+    weight_lowvram_function = None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
         torch.nn.Module.__init__(self)
@@ -178,7 +181,7 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
         if not self.quantized:
             return super().forward_comfy_cast_weights(input, *args, **kwargs)
         refuse_extra(args, kwargs)
-        fns, lowvram = self.weight_function, getattr(self, "weight_lowvram_function", None)
+        fns, lowvram = self.weight_function, self.weight_lowvram_function
         self.weight_function, self.weight_lowvram_function = [], None  # keep patches off the raw storage
         try:
             w, b, stream = _cast(self, input, self.weight.dtype)
