@@ -264,6 +264,13 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
         return f"in_features={self.in_features}, out_features={self.out_features}, {kind}"
 
 
+def uncounted(module: torch.nn.Module, device: torch.device) -> dict[str, int]:
+    """{label (compiled, calls not counted): 0} for the quantized layers of `module`: what the Sample report shows
+    when they ran inside torch.compile'd code, where RAN is not touched."""
+    return {f"{_label(m.fmt, m.kernel, device)} (compiled, calls not counted)": 0 for m in module.modules()
+            if isinstance(m, BridgeLinear) and m.quantized}
+
+
 def _label(fmt: QuantFormat, kernel: str, device: torch.device) -> str:
     label = f"{fmt.name}/{kernel}"
     return label if device.type == "cuda" else f"{label} (reference math on {device.type})"
