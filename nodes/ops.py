@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import weakref
 from collections import Counter
 
 import comfy.float
@@ -96,6 +97,8 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
     # Set by a merged set_weight: the scales of the weight it replaced, and id() of the weight it installed.
     _unpatched_scales: tuple | None = None
     _merged_weight_id: int | None = None
+    # Weak references to the scale tensors a merge made: once the merge is undone they may not come back.
+    _merged_scale_refs: tuple = ()
     # Always present (newer ComfyUI sets it per layer): forward assigns it, and an attribute that appears
     # after the first call makes torch.compile recompile the whole model once, inside the timed steps.
     weight_lowvram_function = None
@@ -169,6 +172,13 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
             self._unpatched_scales = self._merged_weight_id = None
             self.weight_scale, self.weight_global_scale = saved
         super().register_parameter(name, param)
+
+    def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
+        """ModelPatcherDynamic backs up buffers after merging and puts them back after the weight: a scale made by
+        a merge that has since been undone is stale, and the current (restored) one stays."""
+        if self._unpatched_scales is None and tensor is not None and any(r() is tensor for r in self._merged_scale_refs):
+            tensor = getattr(self, name)
+        super().register_buffer(name, tensor, persistent)
 
     def forward(self, input: Tensor, *args, input_act: str | None = None, act_weight: Tensor | None = None,
                 act_eps: float | None = None, residual: Tensor | None = None, residual_scale=None, **kwargs) -> Tensor:
@@ -258,6 +268,8 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
         self.weight_scale = q.scale.to(self.weight_scale.device, self.fmt.scale_dtype)
         if q.global_scale is not None:
             self.weight_global_scale = q.global_scale.to(self.weight_scale.device, torch.float32)
+        self._merged_scale_refs = tuple(weakref.ref(t) for t in (self.weight_scale, self.weight_global_scale)
+                                        if t is not None)
 
     def extra_repr(self) -> str:
         kind = f"{self.fmt.name}/{self.kernel}" if self.quantized else "float"

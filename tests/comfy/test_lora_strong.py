@@ -109,3 +109,21 @@ def test_inplace_patcher_keeps_scales_and_restores_bits(comfy_in_process, caplog
     mp.unpatch_model(device_to=CPU)
     assert _same(_state(layer), before)
     assert torch.equal(model(x), base)
+
+
+def test_dynamic_vram_restore_order(comfy_in_process):
+    """ModelPatcherDynamic (CUDA + comfy-aimdo) merges small layers too, backs up every buffer AFTER patching, and
+    restores weights first, then those buffers: the patched scales it puts back must not outlive the merge."""
+    import comfy.utils
+    model, mp, x, _ = _patched(comfy_in_process, "int8-torch")
+    layer = model.blocks[0].self_attn.q
+    before, base = _state(layer), model(x)
+    mp.patch_model(device_to=CPU)
+    backup_buffers = dict(model.named_buffers())  # as ModelPatcherDynamic.load takes them
+    for key, bk in mp.backup.items():  # as ModelPatcherDynamic.restore_loaded_backups puts them back
+        comfy.utils.set_attr_param(model, key, bk.weight)
+    mp.backup.clear()
+    for key, buf in backup_buffers.items():
+        comfy.utils.set_attr_buffer(model, key, buf)
+    assert _same(_state(layer), before), "the patched scales came back with the buffers"
+    assert torch.equal(model(x), base)
