@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tiny_models import randomize, spiece_model
+from tiny_models import make_missing, randomize, umt5
 
 QWEN_TEXT = 3584
 NAMES = {"qwen_image": "tiny_qwen_image.safetensors", "hunyuan_video": "tiny_hunyuan_video.safetensors",
@@ -54,21 +54,9 @@ def hunyuan_video(path: str) -> None:
 
 
 def umt5_3584(path: str) -> None:
-    import comfy.ops
-    from comfy.text_encoders.t5 import T5
-    cfg = {"d_ff": 128, "d_kv": 32, "d_model": QWEN_TEXT, "num_heads": 2, "num_layers": 1, "vocab_size": 64,
-           "model_type": "umt5", "is_gated_act": True, "dense_act_fn": "gelu_pytorch_tanh"}
-    m = T5(cfg, torch.float32, "cpu", comfy.ops.manual_cast)
-    sd = {k: v.to(torch.bfloat16) for k, v in randomize(m.state_dict(), 33).items()}
-    sd["spiece_model"] = spiece_model()
-    save_file(sd, path)
+    umt5(path, d_model=QWEN_TEXT, num_layers=1)
 
 
 def make_all(models: str) -> dict:
     """Every tiny file under models/<folder>/ (made once); returns their names (keys of NAMES)."""
-    for key, name in NAMES.items():
-        os.makedirs(os.path.join(models, FOLDERS[key]), exist_ok=True)
-        path = os.path.join(models, FOLDERS[key], name)
-        if not os.path.exists(path):
-            globals()[key](path)
-    return dict(NAMES)
+    return make_missing(models, NAMES, FOLDERS, globals())

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tiny_models import randomize
+from tiny_models import make_missing, randomize
 
 T5_DIM, T5_VOCAB, CLIP_L_DIM, CLIP_L_VOCAB, HIDDEN = 64, 32128, 96, 49408, 128
 NAMES = {"flux_dit": "tiny_flux1_dev.safetensors", "t5xxl": "tiny_t5xxl.safetensors",
@@ -77,9 +77,4 @@ def ae(path: str) -> None:
 
 def make_all(models: str) -> dict:
     """Every tiny Flux file under models/<folder>/; returns their names (keys of NAMES)."""
-    for key, name in NAMES.items():
-        os.makedirs(os.path.join(models, FOLDERS[key]), exist_ok=True)
-        path = os.path.join(models, FOLDERS[key], name)
-        if not os.path.exists(path):
-            globals()[key](path)
-    return dict(NAMES)
+    return make_missing(models, NAMES, FOLDERS, globals())

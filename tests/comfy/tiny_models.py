@@ -68,11 +68,11 @@ def spiece_model() -> torch.Tensor:
     return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
 
 
-def umt5(path: str) -> None:
-    """A 2-layer umT5 (d_model 64) in ComfyUI's key names with its tokenizer inside (`spiece_model`)."""
+def umt5(path: str, d_model: int = TEXT_DIM, num_layers: int = 2) -> None:
+    """A umT5 (default: 2 layers, d_model 64) in ComfyUI's key names with its tokenizer inside (`spiece_model`)."""
     import comfy.ops
     from comfy.text_encoders.t5 import T5
-    cfg = {"d_ff": 128, "d_kv": 32, "d_model": TEXT_DIM, "num_heads": 2, "num_layers": 2, "vocab_size": 64,
+    cfg = {"d_ff": 128, "d_kv": 32, "d_model": d_model, "num_heads": 2, "num_layers": num_layers, "vocab_size": 64,
            "model_type": "umt5", "is_gated_act": True, "dense_act_fn": "gelu_pytorch_tanh"}
     m = T5(cfg, torch.float32, "cpu", comfy.ops.manual_cast)
     sd = {k: v.to(torch.bfloat16) for k, v in randomize(m.state_dict(), 3).items()}
@@ -131,6 +131,16 @@ def int8_lightx2v(src: str, path: str) -> None:
             else:
                 out[k] = t
     save_file(out, path, metadata=meta)
+
+
+def make_missing(models: str, names: dict, folders: dict, makers: dict) -> dict:
+    """Each file names[key] under models/folders[key]/, made by makers[key](path) when absent; returns names."""
+    for key, name in names.items():
+        os.makedirs(os.path.join(models, folders[key]), exist_ok=True)
+        path = os.path.join(models, folders[key], name)
+        if not os.path.exists(path):
+            makers[key](path)
+    return dict(names)
 
 
 def make_all(models: str, input_dir: str) -> dict:
