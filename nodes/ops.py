@@ -208,15 +208,10 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
         return out
 
     def _patched(self, q: QTensor, fns: list) -> QTensor:
-        """Apply unmerged (low-VRAM) LoRA patches on the dequantized weight, then quantize afresh."""
-        if _PATCH_SEES_STORAGE:
-            data = q.data
-            for f in fns:
-                data = f(data).to(q.data.dtype)
-            return QTensor(data, q.scale, q.global_scale)
+        """Apply unmerged (low-VRAM) LoRA patches on the dequantized weight, then quantize afresh (as a merge does)."""
         wf = self.fmt.dequantize_weight(q, torch.float32)
         for f in fns:
-            wf = f(wf)
+            wf = _on_float_weight(f)(wf)
         return self.fmt.quantize_weight(wf)
 
     def convert_weight(self, weight: Tensor, inplace: bool = False, **kwargs) -> Tensor:
@@ -274,6 +269,15 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
     def extra_repr(self) -> str:
         kind = f"{self.fmt.name}/{self.kernel}" if self.quantized else "float"
         return f"in_features={self.in_features}, out_features={self.out_features}, {kind}"
+
+
+def _on_float_weight(f):
+    """A weight function as a function of the float weight. ComfyUI <= 0.3.x's LowVramPatch takes the stored codes
+    (it calls the layer's convert/set itself, and set would keep the old scales): its patches are applied here."""
+    if _PATCH_SEES_STORAGE and hasattr(f, "patches") and hasattr(f, "key"):
+        import comfy.lora
+        return lambda w: comfy.lora.calculate_weight(f.patches[f.key], w, f.key)
+    return f
 
 
 def uncounted(module: torch.nn.Module, device: torch.device) -> dict[str, int]:

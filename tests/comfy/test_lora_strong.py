@@ -127,3 +127,20 @@ def test_dynamic_vram_restore_order(comfy_in_process):
         comfy.utils.set_attr_buffer(model, key, buf)
     assert _same(_state(layer), before), "the patched scales came back with the buffers"
     assert torch.equal(model(x), base)
+
+
+def test_old_comfyui_lowvram_patch_agrees(comfy_in_process, monkeypatch):
+    """ComfyUI <= 0.3.x (its LowVramPatch calls convert/set on the codes, and set keeps the old scales): the layer
+    applies the patch itself on the float weight, so the offloaded path still matches the merge."""
+    import comfy.model_patcher
+    monkeypatch.setattr(comfy_in_process.nodes.ops, "_PATCH_SEES_STORAGE", True)
+    model, mp, x, want = _patched(comfy_in_process, "int8-torch")
+    layer = model.blocks[0].self_attn.q
+    layer.weight_function = [comfy.model_patcher.LowVramPatch(KEY, mp.patches, layer.convert_weight,
+                                                               layer.set_weight)]
+    offloaded = model(x)
+    layer.weight_function = []
+    mp.patch_model(device_to=CPU)
+    merged = model(x)
+    mp.unpatch_model(device_to=CPU)
+    assert ops_checks._rel(merged, offloaded) < 1e-6 and ops_checks._rel(offloaded, want) < BOUND["int8-torch"]
