@@ -39,6 +39,17 @@ def test_progress_bar_counts_the_quantized_layers(dit, progress):
     assert [v for v, _ in progress] == sorted(v for v, _ in progress)
 
 
+@pytest.mark.parametrize("node, folder, name, args, layers", [
+    ("LoadQuantizedT5", "text_encoders", "t5", ("wan", "int8", "default"), 2 * 7),  # q k v o, wi_0 wi_1 wo a layer
+    ("LoadQuantizedCLIP", "clip_vision", "clip", ("int8",), 2 * 6),                # q k v out_proj, fc1 fc2 a layer
+])
+def test_encoder_loaders_advance_the_bar(comfy_in_process, workspace, progress, node, folder, name, args, layers):
+    import folder_paths
+    folder_paths.add_model_folder_path(folder, os.path.join(workspace["base"], "models", folder))
+    comfy_in_process.NODE_CLASS_MAPPINGS[node]().load(workspace["names"][name], *args)
+    assert progress and progress[-1] == (layers, layers), progress
+
+
 def test_no_bar_when_nothing_is_quantized(dit, progress):
     dit("Default")
     assert progress == []
