@@ -26,7 +26,8 @@ EXPECTED = {
     "sd3": ({f"joint_blocks.N.{b}.{p}" for b in ("x_block", "context_block")
              for p in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")},
             {"joint_blocks.N.x_block.adaLN_modulation.1", "joint_blocks.N.context_block.adaLN_modulation.1"}),
-    "lumina": ({"layers.N.attention.qkv", "layers.N.attention.out"} | {f"layers.N.feed_forward.w{i}" for i in (1, 2, 3)},
+    "lumina": ({"layers.N.attention.qkv", "layers.N.attention.out"}
+               | {f"layers.N.feed_forward.w{i}" for i in (1, 2, 3)},
                {"layers.N.adaLN_modulation.1", "final_layer.linear", "x_embedder"}),
 }
 

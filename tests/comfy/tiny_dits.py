@@ -35,8 +35,8 @@ def qwen_image(path: str) -> None:
     from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
     m = QwenImageTransformer2DModel(num_layers=1, operations=comfy.ops.manual_cast, dtype=torch.bfloat16)
     sd = _bf16(m.state_dict(), 31)
-    sd = {k: (torch.ones_like(v) if k.endswith(("norm_q.weight", "norm_k.weight", "norm_added_q.weight",
-                                                "norm_added_k.weight", "txt_norm.weight")) else v) for k, v in sd.items()}
+    gains = ("norm_q.weight", "norm_k.weight", "norm_added_q.weight", "norm_added_k.weight", "txt_norm.weight")
+    sd = {k: (torch.ones_like(v) if k.endswith(gains) else v) for k, v in sd.items()}
     save_file(sd, path)
 
 
