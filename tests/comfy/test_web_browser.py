@@ -122,6 +122,7 @@ def test_dropdown_marks_and_screenshot(page, tmp_path):
     entries = page.evaluate("[...document.querySelectorAll('.litecontextmenu .litemenu-entry')].map(e => e.textContent)")
     assert "fp8-torch · emulated on CPU" in entries and "int8-vllm · needs vllm" in entries, entries
     assert "Default · unquantized" in entries
+    assert "auto · unquantized" in entries  # what auto does with a float file on a CPU
     page.screenshot(path=str(tmp_path / "dropdown.png"))
     page.keyboard.press("Escape")
     assert page.evaluate("app.graph.nodes.find(n => n.type === 'LoadQuantizedDiT').widgets"
