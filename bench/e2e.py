@@ -31,6 +31,7 @@ from typing import Optional
 import torch
 
 from .comfy_env import WAN, import_comfyui, load_pack, write_wan
+from .tables import cell, markdown
 
 # frames, height, width of the video; the Wan latent is [1, 16, 1 + (frames - 1) / 4, h / 8, w / 8]
 RESOLUTIONS = {"480p": (81, 480, 832), "720p": (81, 720, 1280), "tiny": (5, 32, 32)}
@@ -141,9 +142,8 @@ def run_method(text: str, path: str, res: str, args, pack, shape) -> tuple[Row, 
     load_s = time.perf_counter() - start
     model = _patch(model, method, pack)
     sampler = pack.nodes.sample.QuantizedSample()
-    run = lambda steps: sampler.sample(model, 0, steps, 5.0, "euler", "simple", pos, neg, latent, 1.0)  # noqa: E731
-    warm = run(1)["ui"]["seconds_total"][0]
-    out = run(args.steps)
+    warm = sampler.sample(model, 0, 1, 5.0, "euler", "simple", pos, neg, latent, 1.0)["ui"]["seconds_total"][0]
+    out = sampler.sample(model, 0, args.steps, 5.0, "euler", "simple", pos, neg, latent, 1.0)
     ui = out["ui"]
     row = Row(text, res, load_s, warm, ui["seconds_per_step"][0], ui["peak_vram_gb"][0], ui["text"][0].split("kernels: ")[-1])
     samples = out["result"][0]["samples"].float().cpu()
@@ -156,13 +156,9 @@ def run_method(text: str, path: str, res: str, args, pack, shape) -> tuple[Row, 
 
 def format_table(rows: list[Row]) -> str:
     head = ("resolution", "method", "load s", "warm-up s", "s/step", "x baseline", "peak GiB", "latent rel err", "kernels")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        ratio = "—" if r.x_baseline is None else f"{r.x_baseline:.2f}"
-        err = "—" if r.rel_err is None else f"{r.rel_err:.4f}"
-        lines.append(f"| {r.res} | {r.method} | {r.load_s:.1f} | {r.warmup_s:.1f} | {r.s_per_step:.3f} | {ratio} | "
-                     f"{'CPU' if r.peak_gib is None else f'{r.peak_gib:.1f}'} | {err} | {r.kernels} |")
-    return "\n".join(lines)
+    return markdown(head, ((r.res, r.method, cell(r.load_s, ".1f"), cell(r.warmup_s, ".1f"), cell(r.s_per_step, ".3f"),
+                            cell(r.x_baseline, ".2f"), cell(r.peak_gib, ".1f", "CPU"), cell(r.rel_err, ".4f"), r.kernels)
+                           for r in rows))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -28,6 +28,7 @@ from .block import bench_block
 from .encoders import ENCODERS, bench_encoder
 from .models import BASELINE
 from .peers import peer_methods
+from .tables import markdown
 
 PRESETS: dict[str, list[tuple[int, int, int]]] = {
     "wan14b": [(32760, 5120, 5120), (32760, 5120, 13824), (32760, 13824, 5120)],
@@ -155,35 +156,24 @@ HEADER = ("shape (M,K,N)", "method", "kernel", "ms", "bf16 ms", "x bf16", "TFLOP
 
 def format_table(rows: list[Row]) -> str:
     """Markdown table of the rows (one header)."""
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for r in rows:
-        cells = (r.shape, r.method, r.kernel, _fmt(r.ms, ".3f"), _fmt(r.base_ms, ".3f"),
-                 _fmt(r.ratio, ".2f") + ("x" if r.ratio else ""),
-                 _fmt(r.tflops, ".0f"), _fmt(r.rel_err, ".2e"), _fmt(r.w_bytes, ".3f"), r.note)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown(HEADER, ((r.shape, r.method, r.kernel, _fmt(r.ms, ".3f"), _fmt(r.base_ms, ".3f"),
+                              _fmt(r.ratio, ".2f") + ("x" if r.ratio else ""), _fmt(r.tflops, ".0f"),
+                              _fmt(r.rel_err, ".2e"), _fmt(r.w_bytes, ".3f"), r.note) for r in rows))
 
 
 def format_block(rows: list[dict]) -> str:
     head = ("method", "block ms", "x bf16", "linears ms", "attention ms", "other ms", "linear share")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join((r["method"], _fmt(r["block_ms"], ".2f"),
-                                         _fmt(r["ratio"], ".3f") + ("x" if r["ratio"] else ""),
-                                         _fmt(r["linear_ms"], ".2f"), _fmt(r["attn_ms"], ".2f"),
-                                         _fmt(r["other_ms"], ".2f"), _fmt(r["linear_share"], ".0%"))) + " |")
-    return "\n".join(lines)
+    return markdown(head, ((r["method"], _fmt(r["block_ms"], ".2f"), _fmt(r["ratio"], ".3f") + ("x" if r["ratio"] else ""),
+                            _fmt(r["linear_ms"], ".2f"), _fmt(r["attn_ms"], ".2f"), _fmt(r["other_ms"], ".2f"),
+                            _fmt(r["linear_share"], ".0%")) for r in rows))
 
 
 def format_encoders(rows: list[dict]) -> str:
     head = ("encoder (tokens)", "method", "ms", "x bf16", "x bf16 by round", "host ms / forward")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join((f"{r['encoder']} ({r['tokens']})", r["method"], _fmt(r["ms"], ".2f"),
-                                         _fmt(r["ratio"], ".3f") + ("x" if r["ratio"] else ""),
-                                         " / ".join(f"{v:.2f}" for v in r.get("round_ratios", ())),
-                                         _fmt(r["host_ms"], ".2f"))) + " |")
-    return "\n".join(lines)
+    return markdown(head, ((f"{r['encoder']} ({r['tokens']})", r["method"], _fmt(r["ms"], ".2f"),
+                            _fmt(r["ratio"], ".3f") + ("x" if r["ratio"] else ""),
+                            " / ".join(f"{v:.2f}" for v in r.get("round_ratios", ())), _fmt(r["host_ms"], ".2f"))
+                           for r in rows))
 
 
 def shape_label(m: int, k: int, n: int) -> str:

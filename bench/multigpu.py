@@ -24,6 +24,7 @@ import torch
 
 from .comfy_env import WAN, import_comfyui, load_pack, write_wan
 from .e2e import RESOLUTIONS, _conditioning
+from .tables import cell, markdown
 
 
 @dataclass
@@ -80,11 +81,9 @@ def run(path: str, res: str, attention: str, args, pack, shape) -> Row:
 def format_table(rows: list[Row]) -> str:
     head = ("resolution", "attention", "devices", "1 GPU s/step", "split s/step", "speed-up", "latent rel err",
             "max abs", "kernels")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append(f"| {r.res} | {r.attention} | {r.devices} | {r.one_gpu_s_per_step:.3f} | {r.split_s_per_step:.3f} "
-                     f"| {r.speedup:.2f} | {r.latent_rel_err:.2e} | {r.latent_max_abs:.2e} | {r.kernels} |")
-    return "\n".join(lines)
+    return markdown(head, ((r.res, r.attention, r.devices, cell(r.one_gpu_s_per_step, ".3f"),
+                            cell(r.split_s_per_step, ".3f"), cell(r.speedup, ".2f"), cell(r.latent_rel_err, ".2e"),
+                            cell(r.latent_max_abs, ".2e"), r.kernels) for r in rows))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
