@@ -5,7 +5,7 @@ No autotuning: the first call compiles one config. Picked with `python -m bench.
 rows in one warpgroup (4 warps) per program, 2 programs per SM (~255 / ~210 registers), beat 128 rows in
 two warpgroups; `pipe` (the next tile's QK^T issued before this tile's softmax) won for fp8 at D 128 only.
 The accurate mode at D 128 (and 96) is faster with Q quantized by its own pre-pass and 128 query rows in
-two warpgroups (`python -m bench.attention_variants`: 1.05-1.06x SDPA against 0.97-0.99x with Q quantized in
+two warpgroups (variant sweep in bench/results/h200-attention.md: 1.05-1.06x SDPA against 0.97-0.99x with Q quantized in
 the main kernel, which needs 178 instead of 128 registers there).
 """
 from __future__ import annotations
