@@ -54,6 +54,10 @@ SCRIPT = textwrap.dedent("""
     rows = q.half().float().reshape(6 * 33, 96)
     deq = q8[:, :96].float() * (qs / 0.5)[:, None]
     assert ((deq - rows).abs() <= rows.abs().amax(1, keepdim=True) / 254 * 1.01).all()
+    q, k, v = (view(torch.randn(1, 90, 2 * 64), 2).half() for _ in range(3))
+    eager = quantized_attention(q, k, v)
+    compiled = torch.compile(lambda a, b, c: quantized_attention(a, b, c) * 2, fullgraph=True)(q, k, v)
+    assert torch.equal(compiled, eager * 2), "compiled custom op != eager kernel"
     print("interpreted attention ok")
 """)
 

@@ -5,6 +5,8 @@ the online softmax in the exp2 domain; P and V in e4m3 (V per channel), or, with
 in the input dtype. Q/K/V are quantized by a Triton pre-pass (quantize.py) that reads the [B, H, L, D]
 inputs through their strides (no torch copies); the main kernel is kernel.py, its launch configs
 configs.py. Importing this package never fails: without Triton, `unsupported_reason` says so.
+Under torch.compile the kernel is the custom op `comfyui_quantized::quantized_attention` (one opaque graph
+node: dynamo never traces the Triton launches and their TMA descriptors); eager calls skip the op's dispatch.
 """
 from __future__ import annotations
 
@@ -54,17 +56,33 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor) -> Optional[str]:
     return None
 
 
+def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float, accurate: bool) -> Tensor:
+    """The kernel on checked inputs (see quantized_attention)."""
+    from . import configs, kernel
+
+    cc_major = torch.cuda.get_device_capability(q.device)[0] if q.device.type == "cuda" else 9
+    dp = triton.next_power_of_2(q.shape[3])
+    on_gpu = torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext()
+    with on_gpu:
+        return kernel.attention(q, k, v, scale, accurate, configs.pick(cc_major, dp, accurate))
+
+
+_attention_op = torch.library.custom_op("comfyui_quantized::quantized_attention", _attention, mutates_args=())
+
+
+@_attention_op.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, scale: float, accurate: bool) -> Tensor:
+    b, h, lq, d = q.shape
+    return q.new_empty((b, lq, h, d)).transpose(1, 2)
+
+
 def quantized_attention(q: Tensor, k: Tensor, v: Tensor, *, scale: Optional[float] = None,
                         accurate: bool = False) -> Tensor:
     """q [B,H,Lq,D], k/v [B,H,Lk,D] -> [B,H,Lq,D] in q.dtype (storage [B,Lq,H,D])."""
     reason = unsupported_reason(q, k, v)
     if reason is not None:
         raise ValueError(f"quantized_attention: {reason}")
-    from . import configs, kernel
-
-    cc_major = torch.cuda.get_device_capability(q.device)[0] if q.device.type == "cuda" else 9
-    dp = triton.next_power_of_2(q.shape[3])
-    scale = q.shape[3] ** -0.5 if scale is None else scale
-    on_gpu = torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext()
-    with on_gpu:
-        return kernel.attention(q, k, v, scale, accurate, configs.pick(cc_major, dp, accurate))
+    scale = q.shape[3] ** -0.5 if scale is None else float(scale)
+    if torch.compiler.is_compiling():
+        return _attention_op(q, k, v, scale, accurate)
+    return _attention(q, k, v, scale, accurate)
