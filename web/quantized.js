@@ -1,10 +1,10 @@
-// comfyui-quantized front end: marks each mm_type / quant_scheme entry with what runs on this
+// comfyui-quantized front end: marks each mm_type / quant_scheme / attention entry with what runs on this
 // machine (from GET /quantized/capabilities) and shows the Sample node's speed after a run.
 // Widget values stay the bare names (only the displayed label changes), so workflows stay valid.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-const TABLES = ["mm_type", "quant_scheme"];
+const TABLES = ["mm_type", "quant_scheme", "attention"];
 const STATS_WIDGET = "last run";
 let report = null;
 
@@ -47,6 +47,8 @@ function statsText(ui) {
   else if (device) parts.push(String(device).toUpperCase()); // no VRAM figure off CUDA: say where it ran
   const kernels = ui?.kernels;
   if (kernels?.length) parts.push(`kernels: ${[].concat(kernels).join(", ")}`);
+  const attention = ui?.attention;
+  if (attention?.length) parts.push(`attention: ${[].concat(attention).join(", ")}`);
   return parts.join(" · ");
 }
 

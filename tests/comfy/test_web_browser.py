@@ -219,7 +219,10 @@ def test_template_runs_from_the_ui(browser, web_server, workspace, tmp_path):
                 app.graph.serialize().nodes.find(s => s.type === 'QuantizedSample').widgets_values.length];
     }""")
     per_step = entry["outputs"][sample_id]["seconds_per_step"][0]
-    assert text == f"{per_step:.2f} s/step · CPU · kernels: {', '.join(kernels)}", text
+    attention = entry["outputs"][sample_id].get("attention") or []
+    assert attention, "the loader's attention input (auto) counts ComfyUI's own attention calls"
+    assert text == (f"{per_step:.2f} s/step · CPU · kernels: {', '.join(kernels)} · "
+                    f"attention: {', '.join(attention)}"), text
     assert saved == 7, "the stats widget must not be saved into the workflow"
     # The DiT's mm_type dropdown, marked; then the screenshot: the graph after the run, the marks on the
     # mm_type / quant_scheme widgets, the Sample node widened so its whole stats line shows.
