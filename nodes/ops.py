@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 import weakref
-from collections import Counter
 
 import comfy.float
 import comfy.model_patcher
@@ -24,6 +22,7 @@ import comfy.ops
 import torch
 from torch import Tensor
 
+from ..quant.calls import CallCounter
 from ..quant.families import ModelFamily, should_quantize
 from ..quant.formats import QTensor, QuantFormat
 from ..quant.linear import normalize_state_dict, quantized_linear
@@ -35,21 +34,7 @@ from .quantizing import current as current_loading
 log = logging.getLogger(__name__)
 
 
-class CallCounter(Counter):
-    """label -> calls. add() holds a lock: MultiGPU CFG Split runs the model's clones in parallel threads and
-    `counter[label] += 1` is a read-modify-write that loses counts when two threads interleave."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-
-    def add(self, label: str) -> None:
-        with self._lock:
-            self[label] += 1
-
-
-# Kernel label -> forward calls since the last reset (read and reset by the Sample node). Counted in eager
-# code only: under torch.compile dynamo would guard on the counter's values and recompile on every call.
+# Kernel label -> forward calls since the last reset (read and reset by the Sample node).
 RAN = CallCounter()
 
 
@@ -203,7 +188,7 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
             q = self._patched(q, [f for f in (lowvram, *fns) if f is not None])
         out = quantized_linear(input, q, b, self.fmt, self.kernel)
         _uncast(self, w, b, stream)
-        if not torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling():  # see quant.calls
             RAN.add(_label(self.fmt, self.kernel, input.device))
         return out
 

@@ -9,13 +9,12 @@ Layout everywhere: q [B, H, Lq, D], k / v [B, H, Lk, D] -> [B, H, Lq, D].
 """
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from ..calls import CallCounter
 from ..kernels.base import Availability, capability
 from . import fa3, kitchen, own, sage, sdpa
 from .base import AttentionKernel
@@ -33,10 +32,8 @@ KERNELS: dict[str, AttentionKernel] = {k.name: k for k in (
 # nothing else was measured there (every kernel can still be chosen by name).
 FASTEST: dict[int, tuple[str, ...]] = {9: ("qattn", "fa3", DEFAULT)}
 
-# Kernel label -> calls since the last clear (the Sample node clears and reads it). Counted under a lock
-# (two sampling threads may run at once) and never inside torch.compile'd code (see count()).
-RAN: Counter = Counter()
-_RAN_LOCK = threading.Lock()
+# Kernel label -> calls since the last clear (the Sample node clears and reads it); see quant.calls.
+RAN = CallCounter()
 
 
 class AttentionUnavailable(RuntimeError):
@@ -95,11 +92,9 @@ def fallback_label(ran: str, reason: str) -> str:
 
 
 def count(label: str) -> None:
-    """One call of `label` in RAN. Skipped while torch.compile traces (dynamo would guard on the counter's
-    values and recompile every call); calls inside a compiled graph are therefore not counted."""
+    """One call of `label` in RAN (not while torch.compile traces: see quant.calls)."""
     if not torch.compiler.is_compiling():
-        with _RAN_LOCK:
-            RAN[label] += 1
+        RAN.add(label)
 
 
 def run(name: str, q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None) -> Tensor:

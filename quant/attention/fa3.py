@@ -14,10 +14,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..formats.base import E4M3_MAX
 from .base import AttentionKernel, first, library_fn, library_probe
 
 MODULES = ("fa3_fwd_interface", "flash_attn_interface")
-E4M3_MAX = 448.0
 MIN_KEYS_FP8 = 1024  # 0.48-0.55x SDPA at 512 text keys (issue 16's measurements)
 _HINT = ("pip install fa3-fwd (prebuilt FlashAttention-3 forward for Hopper), or build FlashAttention-3 "
          "(flash-attention/hopper: python setup.py install)")

@@ -98,7 +98,7 @@ def test_multigpu_deepclone_keeps_quantized_layers_and_matches_one_device(comfy_
 
 def test_call_counter_is_thread_safe(comfy_in_process):
     """The Sample report's counter loses no count when threads add at once (a plain Counter does)."""
-    counter = comfy_in_process.nodes.ops.CallCounter()
+    counter = comfy_in_process.quant.calls.CallCounter()
     threads = [threading.Thread(target=lambda: [counter.add("k") for _ in range(20000)]) for _ in range(4)]
     for t in threads:
         t.start()
