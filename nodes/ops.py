@@ -25,8 +25,8 @@ from torch import Tensor
 from ..quant.calls import CallCounter
 from ..quant.families import ModelFamily, should_quantize
 from ..quant.formats import QTensor, QuantFormat
-from ..quant.linear import normalize_state_dict, quantized_linear
-from ..quant.requant import requantize_like, saturated
+from ..quant.linear import normalize_state_dict, quantize_float_weight, quantized_linear
+from ..quant.requant import requantize_like
 from ..quant.schemes import Resolved
 from .linear_kwargs import add_residual, apply_input_act, refuse_extra
 from .quantizing import current as current_loading
@@ -222,11 +222,11 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
         if self.quantized:
             q = self._scales(weight.device)
             q.data = self.weight
-            clipped = saturated(self.fmt, weight, q)
+            requantized, clipped = requantize_like(self.fmt, weight, q)
             if clipped:
                 log.warning("[quantized] a patch stored in place (hooks / inplace update) clips %d values of a %s "
                             "layer to its old range", clipped, self.fmt.name)
-            new = requantize_like(self.fmt, weight, q).data.to(self.weight.device)
+            new = requantized.data.to(self.weight.device)
         else:
             new = comfy.float.stochastic_rounding(weight, self.weight.dtype, seed=seed).to(self.weight.device)
         if return_weight:
@@ -239,15 +239,15 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
 
     def _merge(self, weight: Tensor) -> None:
         """Quantize the patched float weight afresh; the scales it replaces are kept for the restore."""
-        q = self.fmt.quantize_weight(weight.float())
+        q = quantize_float_weight(weight.float(), self.fmt, "patched weight")
         if self._unpatched_scales is None:
             self._unpatched_scales = (self.weight_scale, self.weight_global_scale)
         param = torch.nn.Parameter(q.data.to(self.weight.device), requires_grad=False)
         self._merged_weight_id = id(param)
         self.weight = param
-        self.weight_scale = q.scale.to(self.weight_scale.device, self.fmt.scale_dtype)
+        self.weight_scale = q.scale.to(self.weight_scale.device)
         if q.global_scale is not None:
-            self.weight_global_scale = q.global_scale.to(self.weight_scale.device, torch.float32)
+            self.weight_global_scale = q.global_scale.to(self.weight_scale.device)
         self._merged_scale_refs = tuple(weakref.ref(t) for t in (self.weight_scale, self.weight_global_scale)
                                         if t is not None)
 

@@ -68,12 +68,11 @@ class QuantLinear(nn.Module):
         """Quantize a float weight [N, K] into this layer's storage (NaN/Inf refused, naming `name`)."""
         if tuple(w.shape) != (self.out_features, self.in_features):
             raise ValueError(f"'{name}' has shape {tuple(w.shape)}, expected {(self.out_features, self.in_features)}")
-        check_finite(w, name)
-        q = self.fmt.quantize_weight(w)
+        q = quantize_float_weight(w, self.fmt, name)
         self.weight.data = q.data.to(self.weight.device)
-        self.weight_scale.data = q.scale.to(self.weight.device, self.fmt.scale_dtype)
+        self.weight_scale.data = q.scale.to(self.weight.device)
         if q.global_scale is not None:
-            self.weight_global_scale.data = q.global_scale.to(self.weight.device, torch.float32)
+            self.weight_global_scale.data = q.global_scale.to(self.weight.device)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -102,7 +101,7 @@ def quantize_float_weight(w: Tensor, fmt: QuantFormat, name: str, device: torch.
         w = w.to(device)
     check_finite(w, name)
     q = fmt.quantize_weight(w)
-    gs = None if q.global_scale is None else q.global_scale.to(home)
+    gs = None if q.global_scale is None else q.global_scale.to(home, torch.float32)
     return QTensor(q.data.to(home), q.scale.to(home, fmt.scale_dtype), gs)
 
 

@@ -4,7 +4,7 @@ A merged LoRA gets fresh scales (the layer's `set_weight` quantizes afresh and k
 back on unpatch). This module serves the two ComfyUI paths that store codes alone, without a place for new
 scales: in-place updates (`copy_to_param`: hook keyframes, `weight_inplace_update`) and `return_weight`
 (checkpoint saving, old LowVramPatch). There the old scales must stay, and values the patch pushes past the
-old range saturate; `saturated` counts them so the caller can say so.
+old range saturate; requantize_like counts them so the caller can say so.
 """
 from __future__ import annotations
 
@@ -25,19 +25,15 @@ def element_scales(fmt: QuantFormat, like: QTensor) -> Tensor:
     return fmt.dequantize_weight(QTensor(ones, like.scale, like.global_scale), torch.float32)
 
 
-def requantize_like(fmt: QuantFormat, w: Tensor, like: QTensor) -> QTensor:
-    """Float w [N, K] -> QTensor with like's scales (no new scales; out-of-range values saturate)."""
+def requantize_like(fmt: QuantFormat, w: Tensor, like: QTensor) -> tuple[QTensor, int]:
+    """Float w [N, K] -> (QTensor with like's scales, how many elements lay beyond what those scales can
+    represent and were clipped). No new scales."""
     x = w.float() / element_scales(fmt, like).clamp(min=TINY)
+    clipped = int((x.abs() > _LIMIT[fmt.weight_dtype] * (1 + 1e-6)).sum())
     if fmt.weight_dtype == torch.int8:
         data = x.round().clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
     elif fmt.weight_dtype == torch.float8_e4m3fn:
         data = cast_e4m3(x)
     else:
         data = pack(encode_e2m1(x))
-    return QTensor(data, like.scale, like.global_scale)
-
-
-def saturated(fmt: QuantFormat, w: Tensor, like: QTensor) -> int:
-    """How many elements of float w [N, K] lie beyond what like's scales can represent (requantize_like clips them)."""
-    limit = element_scales(fmt, like) * _LIMIT[fmt.weight_dtype]
-    return int((w.float().abs() > limit * (1 + 1e-6)).sum())
+    return QTensor(data, like.scale, like.global_scale), clipped
