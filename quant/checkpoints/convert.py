@@ -4,7 +4,7 @@
         [--layout lightx2v|comfyui] [--keep PATTERN]... [--overwrite]
     (from the pack's folder also: python3 -m quant.checkpoints.convert ...)
 
-Quantizes the linears LightX2V quantizes (quant/layers.py), copies every other tensor unchanged,
+Quantizes the linears LightX2V quantizes (quant/families.py), copies every other tensor unchanged,
 writes `DST.tmp-<pid>` and renames it at the end, then re-reads DST's header to verify it. Peak
 memory stays near one tensor (source read one tensor at a time, never memory-mapped whole).
 Interrupted (SIGINT, SIGTERM, SIGHUP), it removes the partial file and exits with 128 + the signal number.
@@ -23,7 +23,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from .read import checkpoint_files, detect, load_pth
+from .read import checkpoint_files, detect_headers, load_pth, read_headers
 from ..formats import QuantFormat, check_finite
 from ..families import ModelFamily, detect_family, get_family, should_quantize
 from .layouts import LAYOUTS, Spec
@@ -51,7 +51,8 @@ def format_for(name: str) -> QuantFormat:
 
 
 class _Source:
-    """Uniform, one-tensor-at-a-time access to a .safetensors file / sharded folder or a .pth file."""
+    """Uniform, one-tensor-at-a-time access to a .safetensors file / sharded folder or a .pth file; `detected`
+    is what it holds (from the same headers, parsed once)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -59,14 +60,11 @@ class _Source:
             self._pth = load_pth(path)
             self.entries = {k: (v.dtype, tuple(v.shape)) for k, v in self._pth.items()}
             self.metadata: dict = {}
+            self.detected = None  # LightX2V's .pth files are float or theirs: no layout to refuse here
             return
         self._pth = None
-        self._where, self.metadata = {}, {}
-        for f in checkpoint_files(path):
-            tensors, meta = read_header(f)
-            self.metadata.update(meta)
-            for name, info in tensors.items():
-                self._where[name] = (f, info)
+        self._where, self.metadata = read_headers(path)
+        self.detected = detect_headers(path, self._where, self.metadata)
         self.entries = {k: (info.torch_dtype, info.shape) for k, (_, info) in self._where.items()}
 
     def get(self, name: str) -> torch.Tensor:
@@ -157,11 +155,10 @@ def convert(src: str, dst: str, mm_type: str, model_type: str = "auto", layout: 
         raise ValueError(f"the destination folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise ValueError(f"the destination folder {folder} is not writable")
-    if not src.endswith((".pth", ".pt")):
-        det = detect(src)
-        if det.format is not None:
-            raise ValueError(f"{src} is already quantized ({det.layout} layout, {det.format}); convert a float checkpoint")
     source = _Source(src)
+    det = source.detected
+    if det is not None and det.format is not None:
+        raise ValueError(f"{src} is already quantized ({det.layout} layout, {det.format}); convert a float checkpoint")
     family = get_family(detect_family(source.entries) if model_type == "auto" else model_type)
     specs, quantize = _plan(source, family, fmt, layout, [re.compile(p) for p in keep])
     meta = dict(source.metadata)

@@ -116,17 +116,18 @@ def detect(path: str) -> Detected:
     """Tell the layout and quantized format of a checkpoint: from headers alone for safetensors, a memory map for .pth."""
     if path.endswith((".pth", ".pt")):
         return load_state_dict(path)[1]
-    return _detect(path, *read_headers(path))
+    return detect_headers(path, *read_headers(path))
 
 
-def _detect(path: str, tensors: dict[str, tuple[str, TensorInfo]], meta: dict[str, str]) -> Detected:
-    """detect() from already parsed headers."""
+def detect_headers(path: str, tensors: dict[str, tuple[str, TensorInfo]], meta: dict[str, str]) -> Detected:
+    """detect() from headers already parsed by read_headers(path)."""
     files = tuple(sorted({f for f, _ in tensors.values()}))
     if "scaled_fp8" in tensors:
         n = sum(1 for k in tensors if k.endswith(".scale_weight"))
         return Detected("scaled_fp8", "fp8", files, n, meta)
     comfy = any(k.endswith(".comfy_quant") for k in tensors) or "_quantization_metadata" in meta
-    comfy = comfy if _written_layout(meta) is None else _written_layout(meta) == "comfyui"
+    written = _written_layout(meta)
+    comfy = comfy if written is None else written == "comfyui"
     candidates = []
     for name, (_, info) in tensors.items():
         if name.endswith(".weight") and info.dtype in ("I8", "U8", "F8_E4M3"):
@@ -184,7 +185,7 @@ def load_state_dict(path: str) -> tuple[dict[str, torch.Tensor], Detected]:
         det = Detected("lightx2v", _pick_format(cands, path), (path,), len(cands))
         return sd, det
     headers, meta = read_headers(path)
-    det = _detect(path, headers, meta)
+    det = detect_headers(path, headers, meta)
     per_file: dict[str, dict[str, TensorInfo]] = {}
     for name, (f, info) in headers.items():
         per_file.setdefault(f, {})[name] = info
