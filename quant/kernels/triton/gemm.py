@@ -144,7 +144,6 @@ def _grid(meta, m, n):
     return (ceil_div(m, meta["BLOCK_M"]) * ceil_div(n, meta["BLOCK_N"]),)
 
 
-_BEST: dict = {}  # launch key -> (constexprs incl. the autotuned config, launch options), from the first call
 _DIRECT = DirectLauncher(_w8a8_kernel.fn)
 _TUNED = TunedConfigs(_w8a8_kernel)
 
@@ -176,18 +175,12 @@ def w8a8_gemm(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tens
     # calls are launch-bound).
     key = (args[9], n, k, is_int, grouped, has_bias, a.dtype, w.dtype, out_dtype,
            None if bias is None else bias.dtype)
-    hit = _BEST.get(key)
-    if hit is None:
-        device = a.device.index or 0
-        consts = {"HAS_BIAS": has_bias, "IS_INT": is_int, "GROUPED": grouped, "EVEN_K": k % BLOCK == 0}
-        hit = _TUNED.recall(key, device, consts)  # a pick kept by an earlier process
-        if hit is None:
-            _w8a8_kernel[lambda meta: _grid(meta, m, n)](*args, **consts)
-            _BEST[key] = _TUNED.remember(key, device, consts)
-            return c
-        _BEST[key] = hit
-    consts, options = hit
-    _DIRECT(_grid(consts, m, n), args, consts, options)
+    consts = {"HAS_BIAS": has_bias, "IS_INT": is_int, "GROUPED": grouped, "EVEN_K": k % BLOCK == 0}
+    hit = _TUNED.pick(key, a.device.index or 0, consts,
+                      lambda: _w8a8_kernel[lambda meta: _grid(meta, m, n)](*args, **consts))
+    if hit is not None:
+        consts, options = hit
+        _DIRECT(_grid(consts, m, n), args, consts, options)
     return c
 
 

@@ -1,10 +1,10 @@
 """Persistent TMA variant of the per-token x per-channel W8A8 GEMM (Hopper+, large M).
 
 C[M, N] = (A[M, K] @ W[N, K]^T) * sa[M] * sw[N] + bias, A/W int8 or e4m3, both K-major. One program
-per SM walks the output tiles in the grouped order of triton_tiles.tile_coords; tiles of A and W come
+per SM walks the output tiles in the grouped order of tiles.tile_coords; tiles of A and W come
 in through TMA descriptors (host-built: sized by the autotuner's pre-hook on a shape's first call,
 then for the chosen config on direct launches) and C leaves through one as well, optionally in two
-halves (EPI_SPLIT) to leave shared memory to the pipeline. Used by triton_gemm.w8a8_gemm when
+halves (EPI_SPLIT) to leave shared memory to the pipeline. Used by gemm.w8a8_gemm when
 `use_tma` says so.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ if "warp_specialize" not in inspect.signature(tl.range).parameters:  # the persi
     TensorDescriptor = None  # pragma: no cover - depends on the install; use_tma() then never picks this kernel
 
 MIN_M = 4096  # below this, the tile count is too small for a persistent grid to pay off
-MIN_KN = 128  # K and N at least one tile wide (what bench/check_kernels.py covered on the H100)
+MIN_KN = 128  # K and N at least one tile wide (what tests/gpu/test_kernels.py covered on the H100)
 
 
 def block_shapes(meta: dict) -> tuple[list[int], list[int], list[int]]:
@@ -137,7 +137,6 @@ def use_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor
                for t in (a, w, c))
 
 
-_BEST: dict = {}  # launch key -> (constexprs incl. the autotuned config, launch options), from the first call
 _DIRECT = DirectLauncher(_w8a8_tma_kernel.fn)
 _TUNED = TunedConfigs(_w8a8_tma_kernel)
 
@@ -154,22 +153,14 @@ def w8a8_gemm_tma(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.
     n = w.shape[0]
     nsm = _sm_count(a.device.index or 0)
     has_bias = bias is not None
-    key = (m_bucket(m), n, k, a.dtype, c.dtype, None if bias is None else bias.dtype, a.device.index)
-    hit = _BEST.get(key)
-    if hit is None:
-        device = a.device.index or 0
-        consts = {"HAS_BIAS": has_bias, "IS_INT": w.dtype == torch.int8, "NUM_SMS": nsm}
-        hit = _TUNED.recall(key[:-1], device, consts)  # a pick kept by an earlier process
-        if hit is None:
-            descs = descriptors(a, w, c, None)
-            _w8a8_tma_kernel[lambda meta: grid(meta, m, n, nsm)](*descs, sa, sw, bias if has_bias else sw, m, n, k,
-                                                                  m_bucket(m), **consts)
-            _BEST[key] = _TUNED.remember(key[:-1], device, consts)
-            return
-        _BEST[key] = hit
-    consts, options = hit
-    _DIRECT(grid(consts, m, n, nsm), (*descriptors(a, w, c, consts), sa, sw, bias if has_bias else sw, m, n, k,
-                                      m_bucket(m)), consts, options)
+    key = (m_bucket(m), n, k, a.dtype, c.dtype, None if bias is None else bias.dtype)
+    consts = {"HAS_BIAS": has_bias, "IS_INT": w.dtype == torch.int8, "NUM_SMS": nsm}
+    tail = (sa, sw, bias if has_bias else sw, m, n, k, m_bucket(m))
+    hit = _TUNED.pick(key, a.device.index or 0, consts, lambda: _w8a8_tma_kernel[lambda meta: grid(meta, m, n, nsm)](
+        *descriptors(a, w, c, None), *tail, **consts))
+    if hit is not None:
+        consts, options = hit
+        _DIRECT(grid(consts, m, n, nsm), (*descriptors(a, w, c, consts), *tail), consts, options)
 
 
 def grid(meta: dict, m: int, n: int, nsm: int) -> tuple[int]:

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -74,11 +74,12 @@ def _config_id(cfg) -> str:
 
 
 class TunedConfigs:
-    """The kept picks of one autotuned kernel (a @triton.autotune object): recall() before the autotuner
-    runs on a launch key, remember() after it did."""
+    """The kept picks of one autotuned kernel (a @triton.autotune object): pick() for a launch key gives this
+    process's pick, else the one kept on disk (recall), else runs the autotuner and keeps its pick (remember)."""
 
     def __init__(self, autotuner):
         self.autotuner = autotuner
+        self.best: dict = {}  # (launch key, device) -> (constexprs incl. the picked config, launch options)
         self.configs = {_config_id(c): c for c in autotuner.configs}
         self._kernel: Optional[str] = None  # name, source hash, config-list digest (on first use: hashing costs)
         self._entries: Optional[dict] = None
@@ -94,6 +95,19 @@ class TunedConfigs:
             self._kernel = f"{fn.__name__}:{source[:16]}:{digest}"
         return " | ".join((torch.cuda.get_device_name(device), "triton " + triton.__version__, self._kernel,
                            repr(tuple(str(v) for v in key))))
+
+    def pick(self, key: tuple, device: int, consts: dict, autotune: Callable[[], object]) -> Optional[tuple[dict, dict]]:
+        """(consts + the config's constexprs, launch options) for launch key `key` on CUDA device `device`, for a
+        direct launch; None when it had to call autotune() (the autotuned launch then did the work)."""
+        hit = self.best.get((key, device))
+        if hit is None:
+            hit = self.recall(key, device, consts)
+            if hit is None:
+                autotune()
+                self.best[key, device] = self.remember(key, device, consts)
+                return None
+            self.best[key, device] = hit
+        return hit
 
     def recall(self, key: tuple, device: int, consts: dict) -> Optional[tuple[dict, dict]]:
         """(consts plus the kept config's constexprs, its launch options) for a launch key, or None."""
