@@ -4,13 +4,15 @@
     python -m bench --attention [...]   attention kernels at the Wan / Flux shapes: bench/attention_ops.py
     python -m bench --e2e [...]         seconds per step inside ComfyUI: bench/e2e.py
     python -m bench --multigpu [...]    one GPU vs MultiGPU CFG Split (two GPUs): bench/multigpu.py
+    python -m bench --load [...]        load time and peak host RAM of a whole DiT: bench/load.py
 """
 from __future__ import annotations
 
 import importlib
 import sys
 
-MODES = {"--attention": "bench.attention_ops", "--e2e": "bench.e2e", "--multigpu": "bench.multigpu"}
+MODES = {"--attention": "bench.attention_ops", "--e2e": "bench.e2e", "--multigpu": "bench.multigpu",
+         "--load": "bench.load"}
 
 
 def main(argv: list[str]) -> None:
