@@ -121,6 +121,10 @@ def _patch(model, method: Method, pack):
     if method.compiled:
         from comfy_api.torch_helpers import set_torch_compile_wrapper
 
+        # dynamo keeps graphs per code object, and core's compile node drops the guards on transformer_options
+        # (where the attention choice lives): without a reset this method would rerun an earlier method's graph
+        torch.compiler.reset()
+
         model = model.clone(disable_dynamic=True) if "disable_dynamic" in model.clone.__code__.co_varnames \
             else model.clone()
         set_torch_compile_wrapper(model=model, backend="inductor",

@@ -84,9 +84,6 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
     _merged_weight_id: int | None = None
     # Weak references to the scale tensors a merge made: once the merge is undone they may not come back.
     _merged_scale_refs: tuple = ()
-    # Always present (newer ComfyUI sets it per layer): forward assigns it, and an attribute that appears
-    # after the first call makes torch.compile recompile the whole model once, inside the timed steps.
-    weight_lowvram_function = None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
         torch.nn.Module.__init__(self)
@@ -98,6 +95,9 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
                                        requires_grad=False) if bias else None
         self.register_buffer("weight_scale", None)
         self.register_buffer("weight_global_scale", None)
+        # Instance attributes from the start: forward assigns them, and torch.compile guards on what a layer's
+        # __dict__ holds, so one that appeared after the first compiled call would recompile the whole model.
+        self.weight_function, self.bias_function, self.weight_lowvram_function = [], [], None
 
     @property
     def quantized(self) -> bool:

@@ -49,9 +49,9 @@ def test_torch_compile_model_no_recompiles(comfy_in_process, workspace, mm_type)
     path = os.path.join(workspace["base"], "models", "diffusion_models", workspace["names"]["dit_t2v"])
     model = pack.nodes.load_dit.load_dit_path(path, mm_type, "default")
     model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = _sdpa
-    eager = _sample(model, STEPS)
-    assert pack.nodes.ops.RAN, "the quantized linears did not run"
 
+    # Compiled before any eager call: an attribute the first forward sets on a layer (as the bridge's forward
+    # once did with weight_lowvram_function) then fails a guard and recompiles the whole model once.
     torch._dynamo.reset()
     out = tc.TorchCompileModel.execute(model, "inductor")
     compiled_model = out.result[0] if hasattr(out, "result") else out[0]
@@ -66,6 +66,9 @@ def test_torch_compile_model_no_recompiles(comfy_in_process, workspace, mm_type)
     recompiled = _graphs() - after_first
     torch._dynamo.reset()
     assert recompiled == 0, f"{recompiled} graphs compiled after the first step (guard failures)"
+    pack.nodes.ops.RAN.clear()
+    eager = _sample(model, STEPS)
+    assert pack.nodes.ops.RAN, "the quantized linears did not run"
     err = ((compiled - eager).norm() / eager.norm()).item()
     assert err < 1e-4, err
     assert torch.equal(compiled, again)
