@@ -124,7 +124,7 @@ class BridgeLinear(comfy.ops.manual_cast.Linear):
         """Quantize a float weight (on the loader's GPU if any) or check a stored one; keep it with its scales."""
         loading = current_loading()
         normalize_state_dict(sd, prefix, self.fmt, self.in_features, self.out_features,
-                             device=loading.device if loading else None)
+                             device=loading.device if loading else None, keep=bool(loading and loading.keep))
         self.weight = torch.nn.Parameter(sd.pop(prefix + "weight"), requires_grad=False)
         self.weight_scale = sd.pop(prefix + "weight_scale")
         self.weight_global_scale = sd.pop(prefix + "weight_global_scale", None)

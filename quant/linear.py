@@ -93,12 +93,15 @@ class QuantLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, format={self.fmt.name}, kernel={self.kernel}"
 
 
-def quantize_float_weight(w: Tensor, fmt: QuantFormat, name: str, device: torch.device | str | None = None) -> QTensor:
+def quantize_float_weight(w: Tensor, fmt: QuantFormat, name: str, device: torch.device | str | None = None,
+                          keep: bool = False) -> QTensor:
     """Quantize one float weight [N, K] on `device` (e.g. the GPU; None: where it lies), NaN/Inf refused naming
-    `name`. Codes, scales (in the format's scale dtype) and global scale come back to w's own device."""
+    `name`. Codes, scales (in the format's scale dtype) and global scale come back to w's own device, or stay
+    on `device` with `keep`."""
     home = w.device
     if device is not None:
         w = w.to(device)
+        home = w.device if keep else home
     check_finite(w, name)
     q = fmt.quantize_weight(w)
     gs = None if q.global_scale is None else q.global_scale.to(home, torch.float32)
@@ -106,10 +109,11 @@ def quantize_float_weight(w: Tensor, fmt: QuantFormat, name: str, device: torch.
 
 
 def normalize_state_dict(sd: dict, prefix: str, fmt: QuantFormat, k: int, n: int,
-                         device: torch.device | str | None = None) -> None:
+                         device: torch.device | str | None = None, keep: bool = False) -> None:
     """Bring one layer's entries of a state dict into QuantLinear's storage layout, in place.
 
-    A float `weight` is quantized (NaN/Inf refused; on `device` when given, see quantize_float_weight); a
+    A float `weight` is quantized (NaN/Inf refused; on `device` when given, kept there with `keep`, see
+    quantize_float_weight); a
     stored one is checked against the format (dtype, weight and scale shapes) with an error naming the
     tensor; scales become their storage dtype.
     """
@@ -122,7 +126,7 @@ def normalize_state_dict(sd: dict, prefix: str, fmt: QuantFormat, k: int, n: int
             raise ValueError(f"'{wkey}' is {w.dtype} but '{skey}' is present: a float weight takes no scale")
         if tuple(w.shape) != (n, k):
             raise ValueError(f"'{wkey}' has shape {tuple(w.shape)}, expected {(n, k)}")
-        q = quantize_float_weight(w, fmt, wkey, device)
+        q = quantize_float_weight(w, fmt, wkey, device, keep)
         sd[wkey], sd[skey] = q.data, q.scale
         if q.global_scale is not None:
             sd[gkey] = q.global_scale

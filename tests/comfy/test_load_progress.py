@@ -66,3 +66,31 @@ def test_quantize_device_gives_the_cpu_path_codes(comfy_in_process, dit, monkeyp
     assert asked and ref.keys() == got.keys()
     assert all(torch.equal(ref[k].view(torch.uint8), got[k].view(torch.uint8)) for k in ref)
     assert all(v.device.type == "cpu" for v in got.values())
+
+
+def test_codes_stay_on_the_gpu_only_when_the_model_fits_twice(comfy_in_process, monkeypatch):
+    """keep_on_device: the quantized model within half the device's free memory, classic VRAM management."""
+    import comfy.model_management as mm
+    quantizing = sys.modules[comfy_in_process.__name__ + ".nodes.quantizing"]
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(mm, "get_free_memory", lambda dev=None, torch_free_too=False: 40 << 30)
+    monkeypatch.setattr(mm, "vram_state", mm.VRAMState.NORMAL_VRAM)
+    assert quantizing.keep_on_device(gpu, 14 << 30)
+    assert not quantizing.keep_on_device(gpu, 21 << 30)
+    assert not quantizing.keep_on_device(None, 1)
+    monkeypatch.setattr(mm, "vram_state", mm.VRAMState.LOW_VRAM)
+    assert not quantizing.keep_on_device(gpu, 14 << 30)
+    monkeypatch.setattr(mm, "vram_state", mm.VRAMState.NORMAL_VRAM)
+    if quantizing._memory is not None:
+        monkeypatch.setattr(quantizing._memory, "aimdo_enabled", True, raising=False)
+        assert not quantizing.keep_on_device(gpu, 14 << 30)
+
+
+def test_quantized_bytes_counts_codes_and_float_rest(comfy_in_process):
+    from quant.formats import FORMATS
+    quantizing = sys.modules[comfy_in_process.__name__ + ".nodes.quantizing"]
+    family = sys.modules[comfy_in_process.__name__ + ".quant.families"].get_family("wan_dit")
+    sd = {"blocks.0.self_attn.q.weight": torch.zeros(64, 128, dtype=torch.bfloat16),
+          "blocks.0.norm3.weight": torch.zeros(128, dtype=torch.bfloat16)}
+    assert quantizing.quantized_bytes(sd, family, FORMATS["int8"]) == 64 * 128 + 2 * 128
+    assert quantizing.quantized_bytes(sd, family, FORMATS["nvfp4"]) == 64 * 64 + 2 * 128

@@ -50,3 +50,17 @@ def test_non_finite_weight_refused_by_name():
     w[3, 5] = float("nan")
     with pytest.raises(ValueError, match="blocks.0.q.weight"):
         quantize_float_weight(w, FORMATS["int8"], "blocks.0.q.weight", device="cpu")
+
+
+def test_keep_leaves_codes_on_the_quantizing_device(monkeypatch):
+    """keep=True: codes and scales stay where they were made (the GPU in ComfyUI; 'meta' stands in here)."""
+    import quant.linear
+    from quant.formats import QTensor
+    monkeypatch.setattr(quant.linear, "check_finite", lambda t, name: None)  # meta tensors hold no values
+    made = lambda t: QTensor(torch.empty(t.shape, dtype=torch.int8, device=t.device),
+                             torch.empty(t.shape[0], 1, device=t.device), None)
+    spy = dataclasses.replace(FORMATS["int8"], quantize_weight=made)
+    kept = quantize_float_weight(weight(), spy, "w", device="meta", keep=True)
+    assert kept.data.device.type == kept.scale.device.type == "meta"
+    with pytest.raises(NotImplementedError):  # without keep they are copied back to the CPU (meta has no data)
+        quantize_float_weight(weight(), spy, "w", device="meta")
