@@ -1,11 +1,11 @@
 """Load time and peak host RAM of a whole DiT (`python -m bench --load`): what quantizing adds to loading.
 
     COMFYUI_PATH=/path/to/ComfyUI python -m bench --load [--model wan14b] [--blocks 40]
-        [--methods read core-bf16 pack-fp8-triton ...] [--json PATH]
+        [--methods core-bf16 pack-fp8-triton ...] [--json PATH]
 
 Writes a Wan 2.1 T2V DiT (ComfyUI's `WanModel`, `--blocks` blocks, random weights) as one bf16 file, reads it
-once so the page cache is warm for every method alike, then runs each method in its own fresh process:
-    read                 safetensors' load_file: every tensor of the file in host memory (reading it)
+once so the page cache is warm for every method alike (that read's time is printed), then runs each method in
+its own fresh process:
     core-bf16            core's Load Diffusion Model, then the model on the GPU (load_models_gpu)
     pack-<mm_type>       Load Quantized DiT (quantizing while loading), then the model on the GPU
 Per method: seconds until the model is on the GPU, and the process's peak resident host memory (VmRSS,
@@ -65,29 +65,24 @@ def child(method: str, path: str, comfyui: str) -> dict:
     pack = load_pack()
     import comfy.model_management as mm
     import comfy.sd
-    from safetensors.torch import load_file
 
     cuda = torch.cuda.is_available()
     base = PeakRss()
     base._sample()
     with PeakRss() as peak:
         start = time.perf_counter()
-        if method == "read":
-            sd = load_file(path)
-            model = None
-        elif method == "core-bf16":
+        if method == "core-bf16":
             model = comfy.sd.load_diffusion_model(path)
         elif method.startswith("pack-"):
             model = pack.nodes.load_dit.load_dit_path(path, method[len("pack-"):], "default")
         else:
             raise ValueError(f"unknown method {method}")
-        if model is not None:
-            mm.load_models_gpu([model], force_full_load=True)
-            if cuda:
-                torch.cuda.synchronize()
+        mm.load_models_gpu([model], force_full_load=True)
+        if cuda:
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     gpu = torch.cuda.memory_allocated() if cuda else 0
-    return {"method": method, "seconds": seconds, "peak_rss_gib": (peak.rss - base.rss) / GIB,
+    return {"method": method, "aimdo": bool(getattr(sys.modules.get("comfy.memory_management"), "aimdo_enabled", False)), "seconds": seconds, "peak_rss_gib": (peak.rss - base.rss) / GIB,
             "peak_anon_gib": (peak.anon - base.anon) / GIB, "gpu_weights_gib": gpu / GIB,
             "start_rss_gib": base.rss / GIB}
 
@@ -105,7 +100,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", os.path.expanduser("~/comfy/ComfyUI")))
     p.add_argument("--model", choices=sorted(WAN), default="wan14b")
     p.add_argument("--blocks", type=int, default=40)
-    p.add_argument("--methods", nargs="+", default=["read", "core-bf16", "pack-fp8-triton", "pack-int8-triton"])
+    p.add_argument("--methods", nargs="+", default=["core-bf16", "pack-fp8-triton", "pack-int8-triton"])
     p.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "comfyui-quantized-e2e"))
     p.add_argument("--json", default=None)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -26,9 +26,15 @@ MIN_KEYS, MIN_ROWS = 4096, 500_000  # measured on the H200 (see above)
 _HINT = "pip install triton (Linux wheels ship with PyTorch)"
 
 
+_PACKAGE: list[ModuleType] = []  # the imported package, once (torch.compile traces a list read, not an import)
+
+
 def _package() -> ModuleType:
-    """quant.attention.triton, imported now (relative to this package, whatever name it is loaded under)."""
-    return importlib.import_module(__package__ + ".triton")
+    """quant.attention.triton, imported at the first call (relative to this package, whatever name it is loaded
+    under). The probe imports it when a node selects the kernel, so compiled code only reads the cache."""
+    if not _PACKAGE:
+        _PACKAGE.append(importlib.import_module(__package__ + ".triton"))
+    return _PACKAGE[0]
 
 
 def probe(device: torch.device) -> Availability:

@@ -238,6 +238,15 @@ def test_real_own_kernel_through_the_registry_interpreted():
         err = ((out.float() - ref).norm() / ref.norm()).item()
         assert out.dtype == torch.float16 and err < 0.10, err
         assert dict(attention.RAN) == {"qattn": 1}, dict(attention.RAN)
+        # Compiled, the whole path (rules, the package's checks, the kernel's custom op) is one graph: a graph
+        # break there splits every DiT block into frames whose guards see transformer_options under other
+        # names (recompiles when the step count changes, behind TorchCompileModel's guard filter).
+        from torch._dynamo.testing import CompileCounter
+        counter = CompileCounter()
+        fn = torch.compile(lambda a, b, c: attention.attention("qattn", a, b, c, scale=0.1), backend=counter,
+                           fullgraph=True)
+        torch.testing.assert_close(fn(*(t.to(torch.float16) for t in (q, k, v))), out)
+        assert counter.frame_count == 1, counter.frame_count
         print("ok", round(err, 4))
     """)
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": ROOT}
