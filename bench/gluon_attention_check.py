@@ -1,0 +1,168 @@
+"""Correctness and speed check of the Gluon attention variants (bench/gluon_attention.py) on an H200.
+
+    python -m bench.gluon_attention_check                 # all variants
+    python -m bench.gluon_attention_check --variants a,b  # a subset (names from gluon_attention.CONFIGS)
+
+The parent process times torch SDPA (bf16) and the pack's Triton kernel once per large shape, then runs each
+variant in a child process (`--variant NAME`, with a timeout) so that a compile error, a device fault or a
+barrier deadlock of one variant is reported and the next one still runs. A child first checks the relative
+L2 error against fp32 SDPA at small ragged shapes (limit 0.05), then times the large shapes (whole call:
+quantization pre-pass + kernel) and prints ms, TFLOP/s (4 B H Lq Lk D / t), the ratio to SDPA and to the
+Triton kernel, and the error against the SDPA bf16 output.
+Inputs: q ~ 2 N(0,1), k ~ N(0,1) + per-channel offset 3 N(0,1), v ~ N(0,1), all [B, H, L, D].
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import traceback
+
+import torch
+import torch.nn.functional as F
+
+SMALL = [  # (B, H, Lq, Lk): ragged lengths, tiles partly masked
+    (1, 2, 300, 300),
+    (1, 2, 1000, 1000),
+    (1, 2, 4096, 4096),
+    (1, 2, 1000, 333),
+    (2, 3, 257, 4097),
+    (1, 2, 77, 100),
+]
+LARGE = [(2, 40, 32760, 32760), (1, 40, 75600, 75600), (2, 12, 32760, 32760)]
+D = 128
+TOL = 0.05
+CHILD_TIMEOUT_S = 150
+
+
+def inputs(b: int, h: int, lq: int, lk: int, seed: int = 0, strided: bool = False):
+    """q, k, v in bf16 [B, H, L, D]; with strided=True views of [B, L, H, D] storage (non-contiguous)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    dev, dt = "cuda", torch.bfloat16
+
+    def mk(l):
+        if strided:
+            return torch.randn(b, l, h, D, device=dev, generator=g).transpose(1, 2)
+        return torch.randn(b, h, l, D, device=dev, generator=g)
+
+    q = (2 * mk(lq)).to(dt)
+    k = (mk(lk) + 3 * torch.randn(b, h, 1, D, device=dev, generator=g)).to(dt)
+    v = mk(lk).to(dt)
+    return q, k, v
+
+
+def rel_l2(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.float(), ref.float()
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def tflops(b, h, lq, lk, ms):
+    return 4 * b * h * lq * lk * D / (ms * 1e-3) / 1e12
+
+
+def bench_ms(fn) -> float:
+    import triton
+    return triton.testing.do_bench(fn, warmup=100, rep=400)
+
+
+def sdpa(q, k, v, scale):
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+def baselines() -> dict:
+    """SDPA bf16 and the pack's Triton kernel at the large shapes -> {shape: {"sdpa": ms, "triton": ms}}."""
+    from quant.attention.triton import quantized_attention
+    res = {}
+    for shape in LARGE:
+        b, h, lq, lk = shape
+        q, k, v = inputs(b, h, lq, lk)
+        scale = D ** -0.5
+        t_sdpa = bench_ms(lambda: sdpa(q, k, v, scale))
+        ref = sdpa(q, k, v, scale)
+        try:
+            t_tri = bench_ms(lambda: quantized_attention(q, k, v, scale=scale))
+            err = rel_l2(quantized_attention(q, k, v, scale=scale), ref)
+        except Exception:
+            traceback.print_exc()
+            t_tri, err = float("nan"), float("nan")
+        key = "x".join(map(str, shape))
+        res[key] = {"sdpa": t_sdpa, "triton": t_tri}
+        print(f"B{b} H{h} L{lq}: sdpa {t_sdpa:8.3f} ms {tflops(b, h, lq, lk, t_sdpa):6.1f} TFLOP/s | "
+              f"triton {t_tri:8.3f} ms {tflops(b, h, lq, lk, t_tri):6.1f} TFLOP/s "
+              f"x{t_sdpa / t_tri:.3f} vs sdpa, err {err:.4f}", flush=True)
+        q = k = v = ref = None  # free before the next shape
+        torch.cuda.empty_cache()
+    return res
+
+
+def run_variant(name: str, base: dict) -> bool:
+    """Child: correctness at SMALL (fp32 SDPA reference), then timing at LARGE. True if all errors <= TOL."""
+    from bench import gluon_attention as ga
+    ok = True
+    t0 = time.time()
+    for i, (b, h, lq, lk) in enumerate(SMALL):
+        q, k, v = inputs(b, h, lq, lk, seed=i, strided=bool(i % 2))
+        scale = D ** -0.5
+        out = ga.attention(q, k, v, scale, name)
+        torch.cuda.synchronize()
+        ref = sdpa(q.float(), k.float(), v.float(), scale)
+        err = rel_l2(out, ref)
+        good = err <= TOL and out.shape == q.shape and out.transpose(1, 2).is_contiguous()
+        ok &= good
+        print(f"  [{name}] B{b} H{h} Lq{lq} Lk{lk}: rel L2 err {err:.4f} {'ok' if good else 'FAIL'}", flush=True)
+    print(f"  [{name}] compile + checks {time.time() - t0:.1f}s", flush=True)
+    if not ok:
+        print(f"  [{name}] skipping timing: accuracy check failed", flush=True)
+        return False
+    for shape in LARGE:
+        b, h, lq, lk = shape
+        q, k, v = inputs(b, h, lq, lk)
+        scale = D ** -0.5
+        ms = bench_ms(lambda: ga.attention(q, k, v, scale, name))
+        err = rel_l2(ga.attention(q, k, v, scale, name), sdpa(q, k, v, scale))
+        bl = base.get("x".join(map(str, shape)), {})
+        t_sdpa, t_tri = bl.get("sdpa", float("nan")), bl.get("triton", float("nan"))
+        print(f"  [{name}] B{b} H{h} L{lq}: {ms:8.3f} ms {tflops(b, h, lq, lk, ms):6.1f} TFLOP/s "
+              f"x{t_sdpa / ms:.3f} vs sdpa, x{t_tri / ms:.3f} vs triton, err vs sdpa bf16 {err:.4f}", flush=True)
+        q = k = v = None  # free before the next shape
+        torch.cuda.empty_cache()
+    return True
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variant", help="child mode: run one variant")
+    ap.add_argument("--variants", help="comma-separated subset of gluon_attention.CONFIGS")
+    ap.add_argument("--base", default="{}", help="child mode: baseline times (JSON)")
+    args = ap.parse_args()
+    if args.variant:
+        try:
+            sys.exit(0 if run_variant(args.variant, json.loads(args.base)) else 1)
+        except Exception:
+            traceback.print_exc()
+            sys.exit(2)
+
+    from bench import gluon_attention as ga
+    names = args.variants.split(",") if args.variants else list(ga.CONFIGS)
+    print(f"torch {torch.__version__}, device {torch.cuda.get_device_name()}", flush=True)
+    import triton
+    print(f"triton {triton.__version__}", flush=True)
+    base = baselines()
+    summary = {}
+    for name in names:
+        print(f"== {name}: {ga.CONFIGS[name]}", flush=True)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "bench.gluon_attention_check", "--variant", name,
+                                   "--base", json.dumps(base)], timeout=CHILD_TIMEOUT_S)
+            summary[name] = {0: "ok", 1: "accuracy FAIL", 2: "error (traceback above)"}.get(
+                proc.returncode, f"exit {proc.returncode}")
+        except subprocess.TimeoutExpired:
+            summary[name] = f"TIMEOUT after {CHILD_TIMEOUT_S}s (hang: barrier deadlock?)"
+        print(f"== {name}: {summary[name]}", flush=True)
+    print("summary:", json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
