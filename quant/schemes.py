@@ -79,21 +79,14 @@ _DIT_ROWS: dict[str, tuple[Optional[str], Optional[str]]] = {
     "W-fp8-channel-sym-A-fp8-channel-sym-dynamic-Sgl": ("fp8", "sgl"),
 }
 
+# Text encoders: Default, the plain int8 / fp8 format names, then the DiT names of the kernels that run T5 and
+# CLIP (same format and kernel as for a DiT).
 _TEXT_ROWS: dict[str, tuple[Optional[str], Optional[str]]] = {
     DEFAULT: (None, None),
     "int8": ("int8", None),
     "fp8": ("fp8", None),
-    "int8-triton": ("int8", "triton"),
-    "fp8-triton": ("fp8", "triton"),
-    "int8-torch": ("int8", "torch"),
-    "fp8-torch": ("fp8", "torch"),
-    "int8-vllm": ("int8", "vllm"),
-    "fp8-vllm": ("fp8", "vllm"),
-    "int8-sgl": ("int8", "sgl"),
-    "fp8-sgl": ("fp8", "sgl"),
-    "int8-q8f": ("int8", "q8f"),
-    "fp8-q8f": ("fp8", "q8f"),
-    "int8-torchao": ("int8", "torchao"),
+    **{n: _DIT_ROWS[n] for n in ("int8-triton", "fp8-triton", "int8-torch", "fp8-torch", "int8-vllm", "fp8-vllm",
+                                 "int8-sgl", "fp8-sgl", "int8-q8f", "fp8-q8f", "int8-torchao")},
 }
 
 MM_TYPES: dict[str, Scheme] = {n: Scheme(n, f, k) for n, (f, k) in _DIT_ROWS.items()}

@@ -21,6 +21,9 @@ from ..kernels.base import (
 )
 
 HALF = frozenset({torch.float16, torch.bfloat16})
+# Keys below which the libraries' quantized kernels (fa3-fp8, sage1, kitchen-int8) take SDPA: they measured
+# 0.48-0.55x SDPA on Wan's 512 text keys (H200, issue 16).
+LIBRARY_MIN_KEYS = 1024
 
 # run(q [B, H, Lq, D], k [B, H, Lk, D], v [B, H, Lk, D], scale or None = D ** -0.5) -> [B, H, Lq, D] in q.dtype
 RunFn = Callable[[Tensor, Tensor, Tensor, Optional[float]], Tensor]

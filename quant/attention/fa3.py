@@ -15,10 +15,9 @@ import torch
 from torch import Tensor
 
 from ..formats.base import E4M3_MAX
-from .base import AttentionKernel, first, library_fn, library_probe
+from .base import LIBRARY_MIN_KEYS, AttentionKernel, first, library_fn, library_probe
 
 MODULES = ("fa3_fwd_interface", "flash_attn_interface")
-MIN_KEYS_FP8 = 1024  # 0.48-0.55x SDPA at 512 text keys (issue 16's measurements)
 _HINT = ("pip install fa3-fwd (prebuilt FlashAttention-3 forward for Hopper), or build FlashAttention-3 "
          "(flash-attention/hopper: python setup.py install)")
 _PROBE = library_probe(MODULES, (9, 0), (9, 0))
@@ -55,5 +54,5 @@ KERNELS = (
                     install_hint=_HINT, probe=_PROBE, run=run, head_dims=(64, 96, 128, 192, 256)),
     AttentionKernel(name="fa3-fp8", description="FlashAttention-3 fp8: e4m3 Q/K/V per head, quantized by a torch pass "
                     "(Hopper)", install_hint=_HINT, probe=_PROBE, run=run_fp8, head_dims=(64, 128, 256),
-                    quantized=True, min_keys=MIN_KEYS_FP8),
+                    quantized=True, min_keys=LIBRARY_MIN_KEYS),
 )

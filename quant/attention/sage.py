@@ -7,10 +7,9 @@ from typing import Optional
 
 from torch import Tensor
 
-from .base import AttentionKernel, library_fn, library_probe
+from .base import LIBRARY_MIN_KEYS, AttentionKernel, library_fn, library_probe
 
 MODULES = ("sageattention",)
-MIN_KEYS = 1024  # quantized kernels are slower than SDPA on 512 text keys
 
 
 def run(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float]) -> Tensor:
@@ -26,5 +25,5 @@ KERNEL = AttentionKernel(
     run=run,
     head_dims=(64, 96, 128),
     quantized=True,
-    min_keys=MIN_KEYS,
+    min_keys=LIBRARY_MIN_KEYS,
 )
