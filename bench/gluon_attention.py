@@ -34,17 +34,15 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
-                                                              warpgroup_mma_init, warpgroup_mma_wait)
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from quant.attention.triton.quantize import quantize, quantize_q
 
+from .gluon_attention_loops import loop_deep, loop_fa3
+
 LOG2E = 1.4426950408889634
 BLOCK_N = 128  # keys per tile
-MAGIC_I = gl.constexpr(0x4B400000)  # bits of 12582912.0 = 1.5 * 2**23
-MAGIC_F = gl.constexpr(12582912.0)
-P_LOG2 = gl.constexpr(8.0)  # P is scaled by 2**8 before the e4m3 cast (clear of e4m3 subnormals)
 
 
 class Config(NamedTuple):
@@ -81,177 +79,6 @@ CONFIGS = {
 DEFAULT = "wg1_deep_s2"
 
 
-# ----------------------------------------------------------------------------------------------------------
-# device helpers
-# ----------------------------------------------------------------------------------------------------------
-@gluon.jit
-def _release(bar, pred, SYNC: gl.constexpr):
-    """Arrive once on an empty barrier (one elected thread); SYNC first joins all warps of the partition,
-    needed when it spans two warpgroups (the elected thread's wgmma wait covers its own warpgroup only).
-    Triton 3.6 already puts a partition-wide bar.sync before every mbarrier arrive (checked in the SASS),
-    so SYNC only makes that explicit."""
-    if SYNC:
-        gl.thread_barrier()
-    mbarrier.arrive(bar, count=1, pred=pred)
-
-
-@gluon.jit
-def _keep(x):
-    """Identity that the compiler cannot see through: a use of an e4m3 wgmma A operand placed after the
-    wgmma wait that retires it, so its registers stay untouched while the wgmma reads them
-    (warpgroup_mma_wait's deps reject 8-bit tensors in Triton 3.6)."""
-    return gl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=gl.float8e4nv, is_pure=False, pack=4)
-
-
-@gluon.jit
-def _softmax(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, mma: gl.constexpr, dot: gl.constexpr):
-    """One tile of the online softmax. s [BM, BLOCK_N] int32 scores (layout mma), cs [BM] their scale
-    (q scale * k block scale), m_i / l_i [BM] running max / sum. Returns P * 2**P_LOG2 in e4m3 in the
-    wgmma A-operand layout `dot`, the accumulator rescale alpha, and the new m_i, l_i."""
-    sf = (s + MAGIC_I).to(gl.float32, bitcast=True)  # value + MAGIC_F, exact for |value| < 2**22
-    if MASK:
-        cols = col0 + gl.arange(0, s.shape[1], layout=gl.SliceLayout(0, mma))
-        valid = gl.expand_dims(cols < LK, 0)
-        smax = gl.max(gl.where(valid, sf, 0.0), 1)
-    else:
-        smax = gl.max(sf, 1)
-    m_new = gl.maximum(m_i, (smax - MAGIC_F) * cs)
-    alpha = gl.exp2(m_i - m_new)
-    bias = m_new + MAGIC_F * cs - P_LOG2
-    x = sf * gl.expand_dims(cs, 1) - gl.expand_dims(bias, 1)
-    if MASK:
-        x = gl.where(valid, x, float("-inf"))
-    p = gl.exp2(x)
-    l_i = l_i * alpha + gl.sum(p, 1)
-    p8 = gl.convert_layout(p.to(gl.float8e4nv), dot)
-    return p8, alpha, m_new, l_i
-
-
-@gluon.jit
-def _loop_deep(q_s, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, ks_ptr, qs, nkb, LK,
-               STAGES: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr,
-               mma: gl.constexpr, dot: gl.constexpr, SYNC: gl.constexpr):
-    """Main loop, deep schedule. Per tile j (entry: S_j in registers, PV(j-1) in flight): issue QK^T(j+1),
-    softmax(j) while PV(j-1) and QK^T(j+1) run on the tensor cores, wait(0), rescale O, issue PV(j) and
-    carry it in flight into the next iteration. Only wait(0)s: ptxas serialises every wgmma when a
-    non-wgmma instruction reads an accumulator after a wait(1) whose in-flight group crossed the loop
-    back-edge. Returns O [BM, DP] fp32 (unnormalised, layout mma) and l [BM]."""
-    row_l: gl.constexpr = gl.SliceLayout(1, mma)
-    m_i = gl.full([BM], float("-inf"), gl.float32, row_l)
-    l_i = gl.full([BM], 0.0, gl.float32, row_l)
-    acc = warpgroup_mma_init(gl.full([BM, DP], 0.0, gl.float32, mma))
-    p_prev = gl.convert_layout(gl.full([BM, BN], 0.0, gl.float32, mma).to(gl.float8e4nv), dot)
-
-    mbarrier.wait(k_ready.index(0), 0)
-    s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), gl.full([BM, BN], 0, gl.int32, mma),
-                      use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(num_outstanding=0, deps=[s])
-    _release(k_empty.index(0), True, SYNC)
-    ks_j = gl.load(ks_ptr)
-    for j in range(nkb - 1):
-        sk = (j + 1) % STAGES
-        mbarrier.wait(k_ready.index(sk), ((j + 1) // STAGES) & 1)
-        s_next = warpgroup_mma(q_s, k_smem.index(sk).permute((1, 0)), gl.full([BM, BN], 0, gl.int32, mma),
-                               use_acc=False, is_async=True)
-        ks_next = gl.load(ks_ptr + j + 1)
-        p8, alpha, m_i, l_i = _softmax(s, qs * ks_j, m_i, l_i, 0, LK, False, mma, dot)
-        acc, s = warpgroup_mma_wait(num_outstanding=0, deps=[acc, s_next])  # PV(j-1), QK^T(j+1) retired
-        p_prev = _keep(p_prev)
-        _release(v_empty.index((j + STAGES - 1) % STAGES), j > 0, SYNC)
-        _release(k_empty.index(sk), True, SYNC)
-        acc = acc * gl.expand_dims(alpha, 1)
-        sv = j % STAGES
-        mbarrier.wait(v_ready.index(sv), (j // STAGES) & 1)
-        acc = warpgroup_mma(p8, v_smem.index(sv).permute((1, 0)), acc, is_async=True)
-        p_prev = p8
-        ks_j = ks_next
-    last = nkb - 1
-    p8, alpha, m_i, l_i = _softmax(s, qs * ks_j, m_i, l_i, last * BN, LK, True, mma, dot)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=[acc])
-    p_prev = _keep(p_prev)
-    _release(v_empty.index((last + STAGES - 1) % STAGES), last > 0, SYNC)
-    acc = acc * gl.expand_dims(alpha, 1)
-    sv = last % STAGES
-    mbarrier.wait(v_ready.index(sv), (last // STAGES) & 1)
-    acc = warpgroup_mma(p8, v_smem.index(sv).permute((1, 0)), acc, is_async=True)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=[acc])
-    p8 = _keep(p8)
-    _release(v_empty.index(sv), True, SYNC)
-    return acc, l_i
-
-
-@gluon.jit
-def _fa3_step(j, s_unused, acc, p8, m_i, l_i, q_s, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty,
-              ks_ptr, qs, LK, turn_mine, turn_other, MASK: gl.constexpr, PINGPONG: gl.constexpr,
-              STAGES: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
-              mma: gl.constexpr, dot: gl.constexpr, SYNC: gl.constexpr):
-    """One tile j >= 1 of the FA3 schedule: issue QK^T(j) and PV(j-1) (under the ping-pong turn), wait(1)
-    for QK^T(j), softmax(j) while PV(j-1) runs, wait(0), rescale O. acc is a tensor on entry and exit."""
-    sk = j % STAGES
-    sv = (j - 1) % STAGES
-    mbarrier.wait(k_ready.index(sk), (j // STAGES) & 1)
-    mbarrier.wait(v_ready.index(sv), ((j - 1) // STAGES) & 1)
-    if PINGPONG:
-        mbarrier.wait(turn_mine, j & 1)
-    s_tok = warpgroup_mma(q_s, k_smem.index(sk).permute((1, 0)), gl.full([BM, BN], 0, gl.int32, mma),
-                          use_acc=False, is_async=True)
-    a_tok = warpgroup_mma(p8, v_smem.index(sv).permute((1, 0)), acc, is_async=True)
-    if PINGPONG:
-        mbarrier.arrive(turn_other, count=1)
-    ks_j = gl.load(ks_ptr + j)
-    s = warpgroup_mma_wait(num_outstanding=1, deps=[s_tok])
-    _release(k_empty.index(sk), True, SYNC)
-    p8_new, alpha, m_i, l_i = _softmax(s, qs * ks_j, m_i, l_i, j * BN, LK, MASK, mma, dot)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
-    p8 = _keep(p8)
-    _release(v_empty.index(sv), True, SYNC)
-    acc = acc * gl.expand_dims(alpha, 1)
-    return acc, p8_new, m_i, l_i
-
-
-@gluon.jit
-def _loop_fa3(q_s, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, ks_ptr, qs, nkb, LK, turn_mine,
-              turn_other, PINGPONG: gl.constexpr, STAGES: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr,
-              DP: gl.constexpr, mma: gl.constexpr, dot: gl.constexpr, SYNC: gl.constexpr):
-    """Main loop, FA3 IntraWGOverlap schedule (optionally ping-pong between two consumer warpgroups: every
-    wgmma issue point waits for this warpgroup's turn and passes the turn on). Returns O and l."""
-    row_l: gl.constexpr = gl.SliceLayout(1, mma)
-    m_i = gl.full([BM], float("-inf"), gl.float32, row_l)
-    l_i = gl.full([BM], 0.0, gl.float32, row_l)
-    acc = gl.full([BM, DP], 0.0, gl.float32, mma)
-
-    mbarrier.wait(k_ready.index(0), 0)
-    if PINGPONG:
-        mbarrier.wait(turn_mine, 0)
-    s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), gl.full([BM, BN], 0, gl.int32, mma),
-                      use_acc=False, is_async=True)
-    if PINGPONG:
-        mbarrier.arrive(turn_other, count=1)
-    s = warpgroup_mma_wait(num_outstanding=0, deps=[s])
-    _release(k_empty.index(0), True, SYNC)
-    p8, alpha, m_i, l_i = _softmax(s, qs * gl.load(ks_ptr), m_i, l_i, 0, LK, True, mma, dot)
-    for j in range(1, nkb - 1):
-        acc, p8, m_i, l_i = _fa3_step(j, s, acc, p8, m_i, l_i, q_s, k_smem, v_smem, k_ready, k_empty, v_ready,
-                                      v_empty, ks_ptr, qs, LK, turn_mine, turn_other, False, PINGPONG, STAGES,
-                                      BM, BN, mma, dot, SYNC)
-    if nkb > 1:
-        acc, p8, m_i, l_i = _fa3_step(nkb - 1, s, acc, p8, m_i, l_i, q_s, k_smem, v_smem, k_ready, k_empty,
-                                      v_ready, v_empty, ks_ptr, qs, LK, turn_mine, turn_other, True, PINGPONG,
-                                      STAGES, BM, BN, mma, dot, SYNC)
-    last = nkb - 1
-    sv = last % STAGES
-    mbarrier.wait(v_ready.index(sv), (last // STAGES) & 1)
-    if PINGPONG:
-        mbarrier.wait(turn_mine, nkb & 1)
-    a_tok = warpgroup_mma(p8, v_smem.index(sv).permute((1, 0)), acc, is_async=True)
-    if PINGPONG:
-        mbarrier.arrive(turn_other, count=1)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
-    p8 = _keep(p8)
-    _release(v_empty.index(sv), True, SYNC)
-    return acc, l_i
-
-
 @gluon.jit
 def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, qs_ptr, ks_ptr, vs_ptr,
               o_ptr, H, LQ, LK, nkb, sob, sol, soh, WG: gl.constexpr, CW: gl.constexpr,
@@ -281,10 +108,10 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
     q_s = q_smem.index(WG)
     mbarrier.wait(q_bar.index(0), 0)
     if DEEP:
-        acc, l_i = _loop_deep(q_s, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, ks_row, qs, nkb, LK,
+        acc, l_i = loop_deep(q_s, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, ks_row, qs, nkb, LK,
                               STAGES, BM, BN, DP, mma, dot, SYNC)
     else:
-        acc, l_i = _loop_fa3(q_s, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, ks_row, qs, nkb, LK,
+        acc, l_i = loop_fa3(q_s, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, ks_row, qs, nkb, LK,
                              turn_mine, turn_other, PINGPONG, STAGES, BM, BN, DP, mma, dot, SYNC)
     vs = gl.load(vs_ptr + bh * DP + cols)
     out = acc * gl.expand_dims(1.0 / l_i, 1) * gl.expand_dims(vs, 0)
