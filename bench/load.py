@@ -29,8 +29,15 @@ from .tables import cell, markdown
 GIB = 1024 ** 3
 
 
+def resident_bytes() -> tuple[int, int]:
+    """This process's resident memory now (VmRSS) and its anonymous part (RssAnon), from /proc/self/status."""
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return tuple(int(fields[k].split()[0]) * 1024 if k in fields else 0 for k in ("VmRSS", "RssAnon"))
+
+
 class PeakRss:
-    """Background sampler of /proc/self/status: peak VmRSS and peak RssAnon in bytes."""
+    """Background sampler of resident_bytes() while the block runs: peak rss and peak anon in bytes."""
 
     def __init__(self, period_s: float = 0.01):
         self.period_s, self.rss, self.anon = period_s, 0, 0
@@ -38,11 +45,8 @@ class PeakRss:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
-        with open("/proc/self/status") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
-        kib = {k: int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "RssAnon") if k in fields}
-        self.rss = max(self.rss, kib.get("VmRSS", 0))
-        self.anon = max(self.anon, kib.get("RssAnon", 0))
+        rss, anon = resident_bytes()
+        self.rss, self.anon = max(self.rss, rss), max(self.anon, anon)
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
@@ -67,8 +71,7 @@ def child(method: str, path: str, comfyui: str) -> dict:
     import comfy.sd
 
     cuda = torch.cuda.is_available()
-    base = PeakRss()
-    base._sample()
+    start_rss, start_anon = resident_bytes()
     with PeakRss() as peak:
         start = time.perf_counter()
         if method == "core-bf16":
@@ -82,9 +85,10 @@ def child(method: str, path: str, comfyui: str) -> dict:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     gpu = torch.cuda.memory_allocated() if cuda else 0
-    return {"method": method, "aimdo": bool(getattr(sys.modules.get("comfy.memory_management"), "aimdo_enabled", False)), "seconds": seconds, "peak_rss_gib": (peak.rss - base.rss) / GIB,
-            "peak_anon_gib": (peak.anon - base.anon) / GIB, "gpu_weights_gib": gpu / GIB,
-            "start_rss_gib": base.rss / GIB}
+    aimdo = bool(getattr(sys.modules.get("comfy.memory_management"), "aimdo_enabled", False))
+    return {"method": method, "aimdo": aimdo, "seconds": seconds, "peak_rss_gib": (peak.rss - start_rss) / GIB,
+            "peak_anon_gib": (peak.anon - start_anon) / GIB, "gpu_weights_gib": gpu / GIB,
+            "start_rss_gib": start_rss / GIB}
 
 
 def format_table(rows: list[dict], file_gib: float) -> str:

@@ -86,7 +86,7 @@ def quantizing(sd: dict, family: ModelFamily, resolved: Resolved) -> Iterator[Lo
         yield None
         return
     device = quantize_device()
-    keep = keep_on_device(device, quantized_bytes(sd, family, resolved.scheme.format)) if device is not None else False
+    keep = keep_on_device(device, quantized_bytes(sd, family, resolved.scheme.format))
     token = _CURRENT.set(Loading(device, comfy.utils.ProgressBar(layer_count(sd, family)), keep))
     try:
         yield _CURRENT.get()
