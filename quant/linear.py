@@ -113,9 +113,8 @@ def normalize_state_dict(sd: dict, prefix: str, fmt: QuantFormat, k: int, n: int
     """Bring one layer's entries of a state dict into QuantLinear's storage layout, in place.
 
     A float `weight` is quantized (NaN/Inf refused; on `device` when given, kept there with `keep`, see
-    quantize_float_weight); a
-    stored one is checked against the format (dtype, weight and scale shapes) with an error naming the
-    tensor; scales become their storage dtype.
+    quantize_float_weight); a stored one is checked against the format (dtype, weight and scale shapes) with an
+    error naming the tensor; scales become their storage dtype.
     """
     wkey, skey, gkey = prefix + "weight", prefix + "weight_scale", prefix + "weight_global_scale"
     if wkey not in sd:
