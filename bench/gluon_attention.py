@@ -39,7 +39,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from quant.attention.triton.quantize import quantize, quantize_q
 
-from .gluon_attention_loops import loop_deep, loop_fa3
+from .gluon_attention_loops import loop_deep, loop_deep_smem, loop_fa3
 
 LOG2E = 1.4426950408889634
 BLOCK_N = 128  # keys per tile
@@ -56,6 +56,7 @@ class Config(NamedTuple):
     maxnreg: int  # registers per thread at launch (sets CTAs per SM); partitions then re-split them
     cons_regs: int = 240  # registers of a worker consumer partition (ncons == 2)
     prod_regs: int = 24  # registers of the producer partition
+    p_bufs: int = 0  # deep schedule: P through shared memory in this many buffers (0: P in registers)
 
     @property
     def block_m(self) -> int:
@@ -67,6 +68,13 @@ CONFIGS = {
     "wg1_deep_s2": Config(1, 4, 2, True, False, 128),
     "wg1_deep_s3": Config(1, 4, 3, True, False, 128),
     "wg1_fa3_s2": Config(1, 4, 2, False, False, 128),
+    # the same with P through shared memory: 2 buffers (3 stages would not leave room for 2 CTAs / SM) or 1
+    "wg1_deep_s2_p2": Config(1, 4, 2, True, False, 128, p_bufs=2),
+    "wg1_deep_s3_p1": Config(1, 4, 3, True, False, 128, p_bufs=1),
+    # two consumer warpgroups (128 rows, K / V tiles shared), deep schedule, P through shared memory
+    "pp2_deep_s3_p2": Config(2, 4, 3, True, False, 168, p_bufs=2),
+    "pp2_deep_s4_p2": Config(2, 4, 4, True, False, 168, p_bufs=2),
+    "pp2_deep_s3_p1": Config(2, 4, 3, True, False, 168, p_bufs=1),
     # 128 rows, one 8-warp partition (two warpgroups as one program), 1 CTA / SM (12 warps x 168 regs).
     "wg2x1_deep_s2": Config(1, 8, 2, True, False, 168),
     # 128 rows, two 4-warp consumer partitions, FA3 schedule with / without ping-pong, 1 CTA / SM.
@@ -80,9 +88,9 @@ DEFAULT = "wg1_deep_s2"
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, qs_ptr, ks_ptr, vs_ptr,
+def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, qs_ptr, ks_ptr, vs_ptr,
               o_ptr, H, LQ, LK, nkb, sob, sol, soh, WG: gl.constexpr, CW: gl.constexpr,
-              STAGES: gl.constexpr, DEEP: gl.constexpr, PINGPONG: gl.constexpr):
+              STAGES: gl.constexpr, DEEP: gl.constexpr, PINGPONG: gl.constexpr, PBUF: gl.constexpr):
     """Consumer partition WG (CW warps, BM = 16 * CW query rows: rows WG * BM.. of the program's block).
     Runs the main loop on q_smem.index(WG) and stores O / l * vs as bf16 into o [B, Lq, H, D]
     (rows >= Lq dropped)."""
@@ -107,7 +115,10 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
             mbarrier.arrive(turn_other, count=1)  # warpgroup 0 issues first
     q_s = q_smem.index(WG)
     mbarrier.wait(q_bar.index(0), 0)
-    if DEEP:
+    if PBUF > 0:
+        acc, l_i = loop_deep_smem(q_s, k_smem, v_smem, p_smem, k_ready, k_empty, v_ready, v_empty, ks_row, qs, nkb,
+                                  LK, PBUF, WG * PBUF, STAGES, BM, BN, DP, mma, SYNC)
+    elif DEEP:
         acc, l_i = loop_deep(q_s, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, ks_row, qs, nkb, LK,
                               STAGES, BM, BN, DP, mma, dot, SYNC)
     else:
@@ -146,7 +157,7 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_
 @gluon.jit
 def attn_fwd_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK, LK_PAD, sob, sol, soh,
                     NCONS: gl.constexpr, CW: gl.constexpr, STAGES: gl.constexpr, DEEP: gl.constexpr,
-                    PINGPONG: gl.constexpr, CONS_REGS: gl.constexpr, PROD_REGS: gl.constexpr):
+                    PINGPONG: gl.constexpr, CONS_REGS: gl.constexpr, PROD_REGS: gl.constexpr, PBUF: gl.constexpr):
     """Grid (cdiv(Lq, NCONS * BM), B * H). q_desc: q8 tiles [BM, DP]; k_desc: k8 tiles [BN, DP];
     v_desc: vt tiles [DP, BN]. Allocates the shared-memory rings and barriers and forks the partitions."""
     BM: gl.constexpr = q_desc.block_type.shape[0]
@@ -159,6 +170,9 @@ def attn_fwd_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [NCONS, BM, DP], q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BN, DP], k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, DP, BN], v_desc.layout)
+    P_ALLOC: gl.constexpr = PBUF if PBUF > 0 else 1
+    p_smem = gl.allocate_shared_memory(gl.float8e4nv, [NCONS * P_ALLOC, BM, BN],
+                                       gl.NVMMASharedLayout.get_default_for([BM, BN], gl.float8e4nv))
     q_bar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -180,17 +194,17 @@ def attn_fwd_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ
     vt0 = bh * DP
     if NCONS == 1:
         gl.warp_specialize([
-            (_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, qs_ptr, ks_ptr,
-                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, CW, STAGES, DEEP, PINGPONG)),
+            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, qs_ptr, ks_ptr,
+                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, CW, STAGES, DEEP, PINGPONG, PBUF)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
                          q_row, kv0, vt0, nkb, STAGES)),
         ], [1], [PROD_REGS])
     else:
         gl.warp_specialize([
-            (_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, qs_ptr, ks_ptr,
-                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, CW, STAGES, DEEP, PINGPONG)),
-            (_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, qs_ptr, ks_ptr,
-                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 1, CW, STAGES, DEEP, PINGPONG)),
+            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, qs_ptr, ks_ptr,
+                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, CW, STAGES, DEEP, PINGPONG, PBUF)),
+            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turn, qs_ptr, ks_ptr,
+                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 1, CW, STAGES, DEEP, PINGPONG, PBUF)),
             (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
                          q_row, kv0, vt0, nkb, STAGES)),
         ], [CW, 1], [CONS_REGS, PROD_REGS])
@@ -209,6 +223,8 @@ def launch(q8, qs, ops, out, heads: int, lq: int, lk: int, cfg: Config) -> None:
     """Runs attn_fwd_kernel on quantized operands (q8/qs from quantize_q, ops from quantize) into out
     [B, Lq, H, D] (bf16 / fp16, unit channel stride)."""
     dp = ops.k8.shape[1]
+    if ops.lk_pad // BLOCK_N < 2:  # the deep schedules need two key tiles
+        cfg = cfg._replace(deep=False, p_bufs=0)
     bm = 16 * cfg.cons_warps
     q_desc = _desc(q8, [bm, dp], gl.int8)
     k_desc = _desc(ops.k8, [BLOCK_N, dp], gl.int8)
@@ -218,7 +234,7 @@ def launch(q8, qs, ops, out, heads: int, lq: int, lk: int, cfg: Config) -> None:
     attn_fwd_kernel[grid](q_desc, k_desc, v_desc, qs, ops.ks, ops.vs, out, heads, lq, lk, ops.lk_pad,
                           out.stride(0), out.stride(1), out.stride(2), NCONS=cfg.ncons, CW=cfg.cons_warps,
                           STAGES=cfg.stages, DEEP=cfg.deep, PINGPONG=cfg.pingpong, CONS_REGS=cfg.cons_regs,
-                          PROD_REGS=cfg.prod_regs, num_warps=cfg.cons_warps, maxnreg=cfg.maxnreg)
+                          PROD_REGS=cfg.prod_regs, PBUF=cfg.p_bufs, num_warps=cfg.cons_warps, maxnreg=cfg.maxnreg)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, cfg: Config | str = DEFAULT

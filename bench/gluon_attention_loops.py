@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, warpgroup_mma, warpgroup_mma_init,
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
 MAGIC_I = gl.constexpr(0x4B400000)  # bits of 12582912.0 = 1.5 * 2**23
@@ -38,7 +38,8 @@ def _keep(x):
 def _softmax(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, mma: gl.constexpr, dot: gl.constexpr):
     """One tile of the online softmax. s [BM, BLOCK_N] int32 scores (layout mma), cs [BM] their scale
     (q scale * k block scale), m_i / l_i [BM] running max / sum. Returns P * 2**P_LOG2 in e4m3 in the
-    wgmma A-operand layout `dot`, the accumulator rescale alpha, and the new m_i, l_i."""
+    wgmma A-operand layout `dot` (or in `mma` when dot is None), the accumulator rescale alpha, and the new
+    m_i, l_i."""
     sf = (s + MAGIC_I).to(gl.float32, bitcast=True)  # value + MAGIC_F, exact for |value| < 2**22
     if MASK:
         cols = col0 + gl.arange(0, s.shape[1], layout=gl.SliceLayout(0, mma))
@@ -54,7 +55,9 @@ def _softmax(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, mma: gl.constexpr, d
         x = gl.where(valid, x, float("-inf"))
     p = gl.exp2(x)
     l_i = l_i * alpha + gl.sum(p, 1)
-    p8 = gl.convert_layout(p.to(gl.float8e4nv), dot)
+    p8 = p.to(gl.float8e4nv)
+    if dot is not None:
+        p8 = gl.convert_layout(p8, dot)
     return p8, alpha, m_new, l_i
 
 
@@ -62,51 +65,127 @@ def _softmax(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, mma: gl.constexpr, d
 def loop_deep(q_s, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, ks_ptr, qs, nkb, LK,
                STAGES: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr, DP: gl.constexpr,
                mma: gl.constexpr, dot: gl.constexpr, SYNC: gl.constexpr):
-    """Main loop, deep schedule. Per tile j (entry: S_j in registers, PV(j-1) in flight): issue QK^T(j+1),
-    softmax(j) while PV(j-1) and QK^T(j+1) run on the tensor cores, wait(0), rescale O, issue PV(j) and
-    carry it in flight into the next iteration. Only wait(0)s: ptxas serialises every wgmma when a
-    non-wgmma instruction reads an accumulator after a wait(1) whose in-flight group crossed the loop
-    back-edge. Returns O [BM, DP] fp32 (unnormalised, layout mma) and l [BM]."""
+    """Main loop, deep schedule (nkb >= 2). Iteration j (entry: S_j and P_{j-1} in registers, O rescaled to
+    m_{j-1}): issue PV(j-1) and QK^T(j+1), run softmax(j) while both are on the tensor cores, wait(0), rescale
+    O. Every wgmma is retired by the wait of the iteration that issued it, and the in-flight A operand
+    P_{j-1} is the loop-carried value that the `_keep` after the wait reads again: ptxas does not keep an
+    in-flight wgmma's A registers alive by itself, so a P produced in one iteration and still read by a wgmma
+    in the next gets its registers reused by the next softmax (found as NaN rows at large shapes; the SASS
+    showed the A registers overwritten before WARPGROUP.DEPBAR). Returns O [BM, DP] fp32 and l [BM]."""
     row_l: gl.constexpr = gl.SliceLayout(1, mma)
     m_i = gl.full([BM], float("-inf"), gl.float32, row_l)
     l_i = gl.full([BM], 0.0, gl.float32, row_l)
-    acc = warpgroup_mma_init(gl.full([BM, DP], 0.0, gl.float32, mma))
-    p_prev = gl.convert_layout(gl.full([BM, BN], 0.0, gl.float32, mma).to(gl.float8e4nv), dot)
+    acc = gl.full([BM, DP], 0.0, gl.float32, mma)
+    zero_s = gl.full([BM, BN], 0, gl.int32, mma)
 
     mbarrier.wait(k_ready.index(0), 0)
-    s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), gl.full([BM, BN], 0, gl.int32, mma),
-                      use_acc=False, is_async=True)
+    s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(num_outstanding=0, deps=[s])
     _release(k_empty.index(0), True, SYNC)
-    ks_j = gl.load(ks_ptr)
-    for j in range(nkb - 1):
+    mbarrier.wait(k_ready.index(1 % STAGES), (1 // STAGES) & 1)
+    s_tok = warpgroup_mma(q_s, k_smem.index(1 % STAGES).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+    p8, alpha, m_i, l_i = _softmax(s, qs * gl.load(ks_ptr), m_i, l_i, 0, LK, False, mma, dot)
+    s = warpgroup_mma_wait(num_outstanding=0, deps=[s_tok])
+    _release(k_empty.index(1 % STAGES), True, SYNC)
+    for j in range(1, nkb - 1):
+        sv = (j - 1) % STAGES
+        mbarrier.wait(v_ready.index(sv), ((j - 1) // STAGES) & 1)
+        a_tok = warpgroup_mma(p8, v_smem.index(sv).permute((1, 0)), acc, is_async=True)
         sk = (j + 1) % STAGES
         mbarrier.wait(k_ready.index(sk), ((j + 1) // STAGES) & 1)
-        s_next = warpgroup_mma(q_s, k_smem.index(sk).permute((1, 0)), gl.full([BM, BN], 0, gl.int32, mma),
-                               use_acc=False, is_async=True)
-        ks_next = gl.load(ks_ptr + j + 1)
-        p8, alpha, m_i, l_i = _softmax(s, qs * ks_j, m_i, l_i, 0, LK, False, mma, dot)
-        acc, s = warpgroup_mma_wait(num_outstanding=0, deps=[acc, s_next])  # PV(j-1), QK^T(j+1) retired
-        p_prev = _keep(p_prev)
-        _release(v_empty.index((j + STAGES - 1) % STAGES), j > 0, SYNC)
+        s_tok = warpgroup_mma(q_s, k_smem.index(sk).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        p_new, alpha, m_i, l_i = _softmax(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, mma, dot)
+        acc, s = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok, s_tok])
+        p8 = _keep(p8)
+        _release(v_empty.index(sv), True, SYNC)
         _release(k_empty.index(sk), True, SYNC)
         acc = acc * gl.expand_dims(alpha, 1)
-        sv = j % STAGES
-        mbarrier.wait(v_ready.index(sv), (j // STAGES) & 1)
-        acc = warpgroup_mma(p8, v_smem.index(sv).permute((1, 0)), acc, is_async=True)
-        p_prev = p8
-        ks_j = ks_next
+        p8 = p_new
     last = nkb - 1
-    p8, alpha, m_i, l_i = _softmax(s, qs * ks_j, m_i, l_i, last * BN, LK, True, mma, dot)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=[acc])
-    p_prev = _keep(p_prev)
-    _release(v_empty.index((last + STAGES - 1) % STAGES), last > 0, SYNC)
+    sv = (last - 1) % STAGES
+    mbarrier.wait(v_ready.index(sv), ((last - 1) // STAGES) & 1)
+    a_tok = warpgroup_mma(p8, v_smem.index(sv).permute((1, 0)), acc, is_async=True)
+    p_new, alpha, m_i, l_i = _softmax(s, qs * gl.load(ks_ptr + last), m_i, l_i, last * BN, LK, True, mma, dot)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
+    p8 = _keep(p8)
+    _release(v_empty.index(sv), True, SYNC)
     acc = acc * gl.expand_dims(alpha, 1)
     sv = last % STAGES
     mbarrier.wait(v_ready.index(sv), (last // STAGES) & 1)
-    acc = warpgroup_mma(p8, v_smem.index(sv).permute((1, 0)), acc, is_async=True)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=[acc])
-    p8 = _keep(p8)
+    a_tok = warpgroup_mma(p_new, v_smem.index(sv).permute((1, 0)), acc, is_async=True)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
+    p_new = _keep(p_new)
+    _release(v_empty.index(sv), True, SYNC)
+    return acc, l_i
+
+
+@gluon.jit
+def _store_p(p_smem, buf, p):
+    """P tile [BM, BLOCK_N] e4m3 (layout mma) -> p_smem.index(buf), made visible to the async proxy."""
+    p_smem.index(buf).store(p)
+    fence_async_shared()
+
+
+@gluon.jit
+def loop_deep_smem(q_s, k_smem, v_smem, p_smem, k_ready, k_empty, v_ready, v_empty, ks_ptr, qs, nkb, LK,
+                   PBUF: gl.constexpr, P0: gl.constexpr, STAGES: gl.constexpr, BM: gl.constexpr,
+                   BN: gl.constexpr, DP: gl.constexpr, mma: gl.constexpr, SYNC: gl.constexpr):
+    """Deep schedule (nkb >= 2) with P through shared memory, buffers P0 .. P0 + PBUF - 1 of p_smem
+    [*, BM, BN] e4m3 (one set per consumer partition): PV(j-1) reads
+    P_{j-1} from there, so no wgmma operand lives in registers and P needs no register layout change.
+    PBUF 2: P_j is stored while PV(j-1) reads the other buffer; PBUF 1: P_j is stored after the wait that
+    retires PV(j-1). Returns O [BM, DP] fp32 and l [BM]."""
+    row_l: gl.constexpr = gl.SliceLayout(1, mma)
+    m_i = gl.full([BM], float("-inf"), gl.float32, row_l)
+    l_i = gl.full([BM], 0.0, gl.float32, row_l)
+    acc = gl.full([BM, DP], 0.0, gl.float32, mma)
+    zero_s = gl.full([BM, BN], 0, gl.int32, mma)
+
+    mbarrier.wait(k_ready.index(0), 0)
+    s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(num_outstanding=0, deps=[s])
+    _release(k_empty.index(0), True, SYNC)
+    mbarrier.wait(k_ready.index(1 % STAGES), (1 // STAGES) & 1)
+    s_tok = warpgroup_mma(q_s, k_smem.index(1 % STAGES).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+    p8, alpha, m_i, l_i = _softmax(s, qs * gl.load(ks_ptr), m_i, l_i, 0, LK, False, mma, None)
+    _store_p(p_smem, P0, p8)
+    s = warpgroup_mma_wait(num_outstanding=0, deps=[s_tok])
+    _release(k_empty.index(1 % STAGES), True, SYNC)
+    gl.thread_barrier()
+    for j in range(1, nkb - 1):
+        sv = (j - 1) % STAGES
+        mbarrier.wait(v_ready.index(sv), ((j - 1) // STAGES) & 1)
+        a_tok = warpgroup_mma(p_smem.index(P0 + (j - 1) % PBUF), v_smem.index(sv).permute((1, 0)), acc, is_async=True)
+        sk = (j + 1) % STAGES
+        mbarrier.wait(k_ready.index(sk), ((j + 1) // STAGES) & 1)
+        s_tok = warpgroup_mma(q_s, k_smem.index(sk).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        p8, alpha, m_i, l_i = _softmax(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, mma, None)
+        if PBUF == 2:
+            _store_p(p_smem, P0 + j % 2, p8)
+        acc, s = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok, s_tok])
+        if PBUF == 1:
+            _store_p(p_smem, P0, p8)
+        _release(v_empty.index(sv), True, SYNC)
+        _release(k_empty.index(sk), True, SYNC)
+        gl.thread_barrier()
+        acc = acc * gl.expand_dims(alpha, 1)
+    last = nkb - 1
+    sv = (last - 1) % STAGES
+    mbarrier.wait(v_ready.index(sv), ((last - 1) // STAGES) & 1)
+    a_tok = warpgroup_mma(p_smem.index(P0 + (last - 1) % PBUF), v_smem.index(sv).permute((1, 0)), acc, is_async=True)
+    p8, alpha, m_i, l_i = _softmax(s, qs * gl.load(ks_ptr + last), m_i, l_i, last * BN, LK, True, mma, None)
+    if PBUF == 2:
+        _store_p(p_smem, P0 + last % 2, p8)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
+    if PBUF == 1:
+        _store_p(p_smem, P0, p8)
+    _release(v_empty.index(sv), True, SYNC)
+    gl.thread_barrier()
+    acc = acc * gl.expand_dims(alpha, 1)
+    sv = last % STAGES
+    mbarrier.wait(v_ready.index(sv), (last // STAGES) & 1)
+    a_tok = warpgroup_mma(p_smem.index(P0 + last % PBUF), v_smem.index(sv).permute((1, 0)), acc, is_async=True)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
     _release(v_empty.index(sv), True, SYNC)
     return acc, l_i
 
