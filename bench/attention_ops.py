@@ -60,8 +60,15 @@ def methods() -> dict:
     """name -> fn(q, k, v) on [B, H, L, D]; optional peers only when importable."""
     from quant.attention.triton import quantized_attention
 
+    from quant.attention.triton import configs, kernel
+
+    def triton_fp8(q, k, v):  # the Triton kernel even where the Hopper (Gluon) kernel would run
+        cfg = configs.pick(torch.cuda.get_device_capability(q.device)[0], 1 << (q.shape[-1] - 1).bit_length(), False)
+        return kernel.attention(q, k, v, q.shape[-1] ** -0.5, False, cfg)
+
     out = {"sdpa": _sdpa,
            "own-fp8": lambda q, k, v: quantized_attention(q, k, v),
+           "own-fp8-triton": triton_fp8,
            "own-accurate": lambda q, k, v: quantized_attention(q, k, v, accurate=True)}
     try:
         from sageattention import sageattn

@@ -4,13 +4,15 @@ Q per token and K (minus its per-channel mean over the keys) per key block in in
 the online softmax in the exp2 domain; P and V in e4m3 (V per channel), or, with accurate=True, P and V
 in the input dtype. Q/K/V are quantized by a Triton pre-pass (quantize.py) that reads the [B, H, L, D]
 inputs through their strides (no torch copies); the main kernel is kernel.py, its launch configs
-configs.py. Importing this package never fails: without Triton, `unsupported_reason` says so.
+configs.py; on sm90 the fp8 mode at head dim 128 runs the warp-specialized Gluon kernel hopper.py instead.
+Importing this package never fails: without Triton, `unsupported_reason` says so.
 Under torch.compile the kernel is the custom op `comfyui_quantized::quantized_attention` (one opaque graph
 node: dynamo never traces the Triton launches and their TMA descriptors); eager calls skip the op's dispatch.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Optional
 
@@ -56,14 +58,47 @@ def unsupported_reason(q: Tensor, k: Tensor, v: Tensor) -> Optional[str]:
     return None
 
 
+_HOPPER: dict = {}  # the Gluon kernel: "module" (or None), "reason" it cannot run (or None), "ran" once
+
+
+def hopper_reason(q: Tensor, k: Tensor, accurate: bool) -> Optional[str]:
+    """None when the warp-specialized Hopper kernel (hopper.py) runs this call, else why the Triton kernel
+    does: accurate mode, not an sm90 GPU, head dim, fewer than two key tiles, or Gluon missing / Triton older
+    than the one it was built for."""
+    if accurate:
+        return "accurate mode"
+    if q.device.type != "cuda" or _interpreted() or torch.cuda.get_device_capability(q.device) != (9, 0):
+        return "not an sm90 GPU"
+    if q.shape[3] != 128 or k.shape[2] <= 128:
+        return "head dim other than 128, or 128 keys or fewer"
+    if not _HOPPER:
+        try:
+            from . import hopper
+            _HOPPER.update(module=hopper, reason=hopper.version_reason(), ran=False)
+        except ImportError as e:
+            _HOPPER.update(module=None, reason=f"triton.experimental.gluon does not import ({e})", ran=False)
+    return _HOPPER["reason"]
+
+
 def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float, accurate: bool) -> Tensor:
-    """The kernel on checked inputs (see quantized_attention)."""
+    """The kernel on checked inputs (see quantized_attention): hopper.py where hopper_reason allows, else
+    kernel.py with its config for this GPU generation."""
     from . import configs, kernel
 
-    cc_major = torch.cuda.get_device_capability(q.device)[0] if q.device.type == "cuda" else 9
-    dp = triton.next_power_of_2(q.shape[3])
     on_gpu = torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext()
     with on_gpu:
+        if hopper_reason(q, k, accurate) is None:
+            try:
+                out = _HOPPER["module"].attention(q, k, v, scale)
+                _HOPPER["ran"] = True
+                return out
+            except (triton.CompilationError, RuntimeError) as e:
+                if _HOPPER["ran"] or isinstance(e, torch.OutOfMemoryError):
+                    raise  # it compiled and ran before: a real error
+                _HOPPER["reason"] = f"the Gluon kernel did not compile on triton {triton.__version__}: {e}"
+                logging.warning("comfyui-quantized: %s; the Triton attention kernel runs instead", _HOPPER["reason"])
+        cc_major = torch.cuda.get_device_capability(q.device)[0] if q.device.type == "cuda" else 9
+        dp = triton.next_power_of_2(q.shape[3])
         return kernel.attention(q, k, v, scale, accurate, configs.pick(cc_major, dp, accurate))
 
 

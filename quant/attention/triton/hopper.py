@@ -1,0 +1,170 @@
+"""Hopper (sm90) kernel of the fp8 quantized attention, warp-specialized, in Triton's Gluon dialect.
+
+Same operands and math as kernel.py's fp8 mode with the Q pre-pass (quantize.py: q8 [BH * Lq, DP] int8 and
+qs [BH * Lq] fp32 with the softmax scale * log2 e, k8 [BH * Lk_pad, DP] int8 and ks [BH, Lk_pad / BN] fp32,
+vt [BH * DP, Lk_pad] e4m3 and vs [BH, DP] fp32), head dim 128 only. Output o [B, Lq, H, D] (unit channel
+stride), rows >= Lq dropped.
+
+Structure (FlashAttention-3's): one program per 128 query rows x (batch, head); a producer warp loads the
+two consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (ready /
+empty mbarriers per stage); two consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend
+(wgmma QK^T(j+1) and PV(j-1) in flight during softmax(j)). Measured on the H200 1.07x the Triton kernel
+(1.33-1.40x SDPA, bench/results/h200-attention.md); Gluon is Triton's experimental dialect, so this path is
+taken only on Triton >= MIN_TRITON (where it was compiled and measured) and sm90, the Triton kernel elsewhere.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from .hopper_loop import attend
+from .quantize import Operands, quantize, quantize_q
+
+LOG2E = 1.4426950408889634
+MIN_TRITON = (3, 6)
+HEAD_DIM = 128
+
+
+class Launch(NamedTuple):
+    """Launch shape (H200 sweep: 3 stages and 2 P buffers per consumer; 4 stages measured the same)."""
+    block_n: int = 128  # keys per tile
+    rows: int = 64  # query rows per consumer warpgroup
+    consumers: int = 2  # consumer warpgroups per program (they share the K / V ring)
+    stages: int = 3
+    maxnreg: int = 168  # registers per thread at launch: 1 program per SM (12 warps)
+    consumer_regs: int = 240
+    producer_regs: int = 24
+
+
+LAUNCH = Launch()
+
+
+def version_reason() -> Optional[str]:
+    """None when this Triton is one the kernel was built for, else why not."""
+    have = tuple(int(x) for x in triton.__version__.split(".")[:2] if x.isdigit())
+    if have < MIN_TRITON:
+        return f"triton {triton.__version__} < {MIN_TRITON[0]}.{MIN_TRITON[1]}"
+    return None
+
+
+@gluon.jit
+def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, v_empty, qs_ptr, ks_ptr,
+              vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, WG: gl.constexpr, STAGES: gl.constexpr):
+    """Consumer warpgroup WG: rows WG * BM.. of the program's block; stores O / l * vs into o."""
+    BM: gl.constexpr = q_smem.shape[1]
+    DP: gl.constexpr = q_smem.shape[2]
+    NCONS: gl.constexpr = q_smem.shape[0]
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 32])
+    bh = gl.program_id(1)
+    rows = gl.program_id(0) * (BM * NCONS) + WG * BM + gl.arange(0, BM, layout=gl.SliceLayout(1, mma))
+    cols = gl.arange(0, DP, layout=gl.SliceLayout(0, mma))
+    qs = gl.load(qs_ptr + bh * LQ + rows, mask=rows < LQ, other=0.0)
+    mbarrier.wait(q_bar.index(0), 0)
+    acc, l_i = attend(q_smem.index(WG), k_smem, v_smem, p_smem, k_ready, k_empty, v_ready, v_empty,
+                      ks_ptr + bh * nkb, qs, nkb, LK, 2 * WG, STAGES, mma)
+    vs = gl.load(vs_ptr + bh * DP + cols)
+    out = acc * gl.expand_dims(1.0 / l_i, 1) * gl.expand_dims(vs, 0)
+    b = (bh // H).to(gl.int64)
+    h = (bh % H).to(gl.int64)
+    offs = b * sob + h * soh + gl.expand_dims(rows.to(gl.int64) * sol, 1) + gl.expand_dims(cols, 0)
+    gl.store(o_ptr + offs, out.to(o_ptr.dtype.element_ty), mask=gl.expand_dims(rows < LQ, 1))
+
+
+@gluon.jit
+def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, q_row,
+              kv0, vt0, nkb, STAGES: gl.constexpr):
+    """Producer warp: TMA loads of the consumers' Q tiles (once), then per key tile j the K tile [BN, DP] and
+    the V^T tile [DP, BN] into stage j % STAGES once both consumers freed it."""
+    NCONS: gl.constexpr = q_smem.shape[0]
+    BM: gl.constexpr = q_smem.shape[1]
+    BN: gl.constexpr = k_smem.shape[1]
+    mbarrier.expect(q_bar.index(0), NCONS * q_desc.block_type.nbytes)
+    for i in gl.static_range(NCONS):
+        tma.async_copy_global_to_shared(q_desc, [q_row + i * BM, 0], q_bar.index(0), q_smem.index(i))
+    for j in range(nkb):
+        st = j % STAGES
+        ph = ((j // STAGES) & 1) ^ 1  # fresh barriers pass a wait on parity 1
+        mbarrier.wait(k_empty.index(st), ph)
+        mbarrier.expect(k_ready.index(st), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [kv0 + j * BN, 0], k_ready.index(st), k_smem.index(st))
+        mbarrier.wait(v_empty.index(st), ph)
+        mbarrier.expect(v_ready.index(st), v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(v_desc, [vt0, j * BN], v_ready.index(st), v_smem.index(st))
+
+
+@gluon.jit
+def attn_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK, LK_PAD, sob, sol, soh,
+                NCONS: gl.constexpr, STAGES: gl.constexpr, CONS_REGS: gl.constexpr, PROD_REGS: gl.constexpr):
+    """Grid (cdiv(Lq, NCONS * BM), B * H). q_desc: q8 tiles [BM, DP]; k_desc: k8 tiles [BN, DP]; v_desc: vt
+    tiles [DP, BN]. Allocates the shared-memory rings, P buffers and barriers, then forks the partitions."""
+    BM: gl.constexpr = q_desc.block_type.shape[0]
+    DP: gl.constexpr = q_desc.block_type.shape[1]
+    BN: gl.constexpr = k_desc.block_type.shape[0]
+    bh = gl.program_id(1)
+    nkb = LK_PAD // BN
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [NCONS, BM, DP], q_desc.layout)
+    k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BN, DP], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, DP, BN], v_desc.layout)
+    p_smem = gl.allocate_shared_memory(gl.float8e4nv, [2 * NCONS, BM, BN],
+                                       gl.NVMMASharedLayout.get_default_for([BM, BN], gl.float8e4nv))
+    q_bar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar.index(0), count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=NCONS)
+        mbarrier.init(v_empty.index(i), count=NCONS)
+    fence_async_shared()
+
+    q_row = bh * LQ + gl.program_id(0) * (NCONS * BM)
+    gl.warp_specialize([
+        (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, v_empty, qs_ptr, ks_ptr,
+                     vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, STAGES)),
+        (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, v_empty, qs_ptr, ks_ptr,
+                     vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 1, STAGES)),
+        (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
+                     q_row, bh * LK_PAD, bh * DP, nkb, STAGES)),
+    ], [4, 1], [CONS_REGS, PROD_REGS])
+
+
+def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
+    """TMA descriptor over a 2-D row-major tensor, default NVMMA (128-byte swizzle) shared layout."""
+    layout = gl.NVMMASharedLayout.get_default_for(block, dtype)
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
+
+
+def launch(q8: torch.Tensor, qs: torch.Tensor, ops: Operands, out: torch.Tensor, heads: int, lq: int, lk: int,
+           cfg: Launch = LAUNCH) -> None:
+    """attn_kernel on quantized operands (q8/qs from quantize_q, ops from quantize with block_n = cfg.block_n,
+    at least two key tiles) into out [B, Lq, H, D] (bf16 / fp16, unit channel stride)."""
+    dp = ops.k8.shape[1]
+    if dp != HEAD_DIM or ops.lk_pad < 2 * cfg.block_n:
+        raise ValueError(f"hopper attention: head dim {dp} (needs {HEAD_DIM}), {ops.lk_pad} padded keys "
+                         f"(needs >= {2 * cfg.block_n})")
+    grid = (triton.cdiv(lq, cfg.rows * cfg.consumers), ops.ks.shape[0])
+    attn_kernel[grid](_desc(q8, [cfg.rows, dp], gl.int8), _desc(ops.k8, [cfg.block_n, dp], gl.int8),
+                      _desc(ops.v, [dp, cfg.block_n], gl.float8e4nv), qs, ops.ks, ops.vs, out, heads, lq, lk,
+                      ops.lk_pad, out.stride(0), out.stride(1), out.stride(2), NCONS=cfg.consumers,
+                      STAGES=cfg.stages, CONS_REGS=cfg.consumer_regs, PROD_REGS=cfg.producer_regs, num_warps=4,
+                      maxnreg=cfg.maxnreg)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """q [B, H, Lq, 128], k/v [B, H, Lk, 128] (any strides, Lk > 128) -> [B, H, Lq, 128] in q.dtype, storage
+    [B, Lq, H, D]: the pre-pass (quantize, quantize_q), then attn_kernel."""
+    bsz, heads, lq, d = q.shape
+    ops = quantize(k, v, LAUNCH.block_n, False)
+    q8, qs = quantize_q(q, scale * LOG2E)
+    out = torch.empty(bsz, lq, heads, d, device=q.device, dtype=q.dtype)
+    launch(q8, qs, ops, out, heads, lq, k.shape[2])
+    return out.transpose(1, 2)

@@ -1,0 +1,75 @@
+"""The Hopper (sm90) Gluon attention kernel without a GPU: when it is chosen, and that it compiles for sm90.
+
+The compile check runs Triton's whole sm90 pipeline (Gluon -> PTX -> ptxas -> SASS, all shipped in the Triton
+wheel) and reads the SASS: tensor cores used, no spills, shared memory within a Hopper SM's, and no wgmma
+reading its A operand from registers: ptxas does not keep such registers alive while the wgmma runs (the
+bug behind the NaN of an earlier variant, bench/results/h200-attention.md), so P must come from shared memory.
+It does not run the kernel (tests/gpu/test_attention_kernel.py does, on a GPU).
+"""
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+from quant.attention.triton import hopper_reason  # noqa: E402
+
+SMEM_LIMIT = 227 * 1024  # bytes of shared memory one block may use on sm90
+
+
+def test_chosen_only_where_it_can_run():
+    q = torch.empty(1, 2, 300, 128, dtype=torch.bfloat16)
+    assert hopper_reason(q, q, accurate=True) == "accurate mode"
+    assert hopper_reason(q, q, accurate=False) == "not an sm90 GPU"  # a CPU tensor
+
+
+def _compile():
+    """hopper.attn_kernel compiled for sm90 (Triton's Gluon front end, no GPU needed)."""
+    gluon_runtime = pytest.importorskip("triton.experimental.gluon._runtime")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime.jit import mangle_type
+
+    try:
+        from quant.attention.triton import hopper
+    except ImportError as e:
+        pytest.skip(f"no Gluon in this Triton: {e}")
+    if hopper.version_reason():
+        pytest.skip(hopper.version_reason())
+    from triton.experimental.gluon import language as gl
+
+    cfg = hopper.LAUNCH
+    q8 = torch.empty(1024, 128, dtype=torch.int8)
+    vt = torch.empty(128, 1024, dtype=torch.float8_e4m3fn)
+    f32, out = torch.empty(16), torch.empty(16, dtype=torch.bfloat16)
+    args = dict(q_desc=hopper._desc(q8, [cfg.rows, 128], gl.int8),
+                k_desc=hopper._desc(q8, [cfg.block_n, 128], gl.int8),
+                v_desc=hopper._desc(vt, [128, cfg.block_n], gl.float8e4nv), qs_ptr=f32, ks_ptr=f32, vs_ptr=f32,
+                o_ptr=out, H=40, LQ=1000, LK=1000, LK_PAD=1024, sob=100, sol=100, soh=100)
+    consts = dict(NCONS=cfg.consumers, STAGES=cfg.stages, CONS_REGS=cfg.consumer_regs,
+                  PROD_REGS=cfg.producer_regs)
+    fn = hopper.attn_kernel
+    sig, attrs = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        sig[name] = "constexpr" if name in consts else mangle_type(args[name])
+        if sig[name].startswith("*"):
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = gluon_runtime.GluonASTSource(fn, sig, consts, attrs)
+    try:
+        return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=4, maxnreg=cfg.maxnreg))
+    except FileNotFoundError as e:  # a Triton install without its bundled ptxas
+        pytest.skip(f"no ptxas: {e}")
+
+
+def test_compiles_for_sm90_without_spills_or_register_p():
+    kernel = _compile()
+    from triton.tools.disasm import get_sass
+
+    sass = get_sass(kernel.asm["cubin"])
+    assert re.search(r"\bIGMMA\b", sass) and re.search(r"\bQGMMA\b", sass)  # int8 QK^T and e4m3 PV on wgmma
+    assert not re.search(r"\b(STL|LDL)\b", sass), "register spills"
+    assert kernel.metadata.shared <= SMEM_LIMIT
+    register_a = re.findall(r"[IQH]GMMA\.\S+\s+R\d+,\s*R\d+,", sass)
+    assert not register_a, f"wgmma with a register A operand: {register_a[:2]}"
+    assert ".maxnreg" in kernel.asm["ptx"] or "setmaxnreg" in kernel.asm["ptx"]
