@@ -5,9 +5,10 @@ the same with P/V in 16 bit. The Triton package is imported at first use (the pr
 reason it cannot run); its `unsupported_reason` is the per-call rule (head dim, dtype, GPU, Triton).
 Where it was measured slower than SDPA (bench/results/h200-attention.md, H200) the call takes SDPA:
 both modes below 4096 keys (fp8, Wan cross-attention, 512 keys: 0.66-0.74x; 2048: 1.02x; 4096: 1.10x) or
-below 500k query rows B*H*Lq (Flux 1x24x4608: 0.77x); the accurate mode also at head dim 96 (0.90x). Measured
-faster: fp8 1.26-1.31x on Wan self-attention (D 64 / 96: 1.10x / 1.08x), accurate 1.05-1.06x at D 128 (Q
-pre-pass config) and 1.05x at D 64; the accurate mode's short-key rule is the fp8 mode's (not measured apart).
+below 500k query rows B*H*Lq (Flux 1x24x4608: 0.78x); the accurate mode also at head dim 96 (0.90x). Measured
+faster: fp8 1.33-1.39x on Wan self-attention with the Hopper (Gluon) kernel at D 128 (the Triton kernel alone:
+1.25-1.30x; D 64 / 96: 1.10x / 1.08x), accurate 1.04-1.10x at D 128 (Q pre-pass config) and 1.05x at D 64;
+the accurate mode's short-key rule is the fp8 mode's (not measured apart).
 """
 from __future__ import annotations
 
@@ -57,13 +58,13 @@ def _run(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float], accurate: bool
 
 
 def _kernel(name: str, accurate: bool, what: str, fast_head_dims: tuple[int, ...]) -> AttentionKernel:
-    return AttentionKernel(name=name, description=f"the pack's own quantized attention (Triton): {what}",
+    return AttentionKernel(name=name, description=f"the pack's own quantized attention (Triton / Gluon): {what}",
                            install_hint=_HINT, probe=probe, run=partial(_run, accurate=accurate), cuda_only=False,
                            quantized=True, check=_check, min_keys=MIN_KEYS, min_rows=MIN_ROWS,
                            fast_head_dims=fast_head_dims)
 
 
 KERNELS = (
-    _kernel("qattn", False, "int8 Q/K, fp8 P/V; measured on Hopper only", ()),
+    _kernel("qattn", False, "int8 Q/K, fp8 P/V (warp-specialized Gluon kernel on sm90); measured on Hopper only", ()),
     _kernel("qattn-accurate", True, "int8 Q/K, 16-bit P/V (closer to SDPA); measured on Hopper only", (64, 128)),
 )
