@@ -6,10 +6,11 @@ vt [BH * DP, Lk_pad] e4m3 and vs [BH, DP] fp32), head dim 128 only. Output o [B,
 stride), rows >= Lq dropped.
 
 Structure (FlashAttention-3's): one program per 128 query rows x (batch, head); a producer warp loads the
-two consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (ready /
-empty mbarriers per stage); two consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend
-(wgmma QK^T(j+1) and PV(j-1) in flight during softmax(j)). Measured on the H200 1.07x the Triton kernel
-(1.33-1.40x SDPA, bench/results/h200-attention.md); Gluon is Triton's experimental dialect, so this path is
+two consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (a ready
+mbarrier for K and for V per stage, one empty mbarrier per stage that both consumers arrive on after their
+last read of it, the PV); two consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend
+(wgmma QK^T(j+1) and PV(j-1) in flight during softmax(j)). Measured on the H200 1.08-1.11x the Triton kernel
+(1.36-1.45x SDPA, bench/results/h200-attention.md); Gluon is Triton's experimental dialect, so this path is
 taken only on Triton >= MIN_TRITON (where it was compiled and measured) and sm90, the Triton kernel elsewhere.
 """
 from __future__ import annotations
@@ -32,11 +33,12 @@ HEAD_DIM = 128
 
 
 class Launch(NamedTuple):
-    """Launch shape (H200 sweep: 3 stages and 2 P buffers per consumer; 4 stages measured the same)."""
+    """Launch shape (H200 A/B, bench/results/h200-attention.md: 4 stages beat 3 and 5 by 1-3%; with 3 the
+    load of key tile j + 1 into the stage freed by PV(j - 2) is late)."""
     block_n: int = 128  # keys per tile
     rows: int = 64  # query rows per consumer warpgroup
     consumers: int = 2  # consumer warpgroups per program (they share the K / V ring)
-    stages: int = 3
+    stages: int = 4
     maxnreg: int = 168  # registers per thread at launch: 1 program per SM (12 warps)
     consumer_regs: int = 240
     producer_regs: int = 24
@@ -54,7 +56,7 @@ def version_reason() -> Optional[str]:
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, v_empty, qs_ptr, ks_ptr,
+def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
               vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, WG: gl.constexpr, STAGES: gl.constexpr):
     """Consumer warpgroup WG: rows WG * BM.. of the program's block; stores O / l * vs into o."""
     BM: gl.constexpr = q_smem.shape[1]
@@ -66,8 +68,8 @@ def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, 
     cols = gl.arange(0, DP, layout=gl.SliceLayout(0, mma))
     qs = gl.load(qs_ptr + bh * LQ + rows, mask=rows < LQ, other=0.0)
     mbarrier.wait(q_bar.index(0), 0)
-    acc, l_i = attend(q_smem.index(WG), k_smem, v_smem, p_smem, k_ready, k_empty, v_ready, v_empty,
-                      ks_ptr + bh * nkb, qs, nkb, LK, 2 * WG, STAGES, mma)
+    acc, l_i = attend(q_smem.index(WG), k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr + bh * nkb, qs,
+                      nkb, LK, 2 * WG, STAGES, mma)
     vs = gl.load(vs_ptr + bh * DP + cols)
     out = acc * gl.expand_dims(1.0 / l_i, 1) * gl.expand_dims(vs, 0)
     b = (bh // H).to(gl.int64)
@@ -77,10 +79,10 @@ def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, 
 
 
 @gluon.jit
-def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, q_row,
+def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty, q_row,
               kv0, vt0, nkb, STAGES: gl.constexpr):
     """Producer warp: TMA loads of the consumers' Q tiles (once), then per key tile j the K tile [BN, DP] and
-    the V^T tile [DP, BN] into stage j % STAGES once both consumers freed it."""
+    the V^T tile [DP, BN] into stage j % STAGES once both consumers freed it (empty)."""
     NCONS: gl.constexpr = q_smem.shape[0]
     BM: gl.constexpr = q_smem.shape[1]
     BN: gl.constexpr = k_smem.shape[1]
@@ -90,10 +92,9 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_
     for j in range(nkb):
         st = j % STAGES
         ph = ((j // STAGES) & 1) ^ 1  # fresh barriers pass a wait on parity 1
-        mbarrier.wait(k_empty.index(st), ph)
+        mbarrier.wait(empty.index(st), ph)
         mbarrier.expect(k_ready.index(st), k_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(k_desc, [kv0 + j * BN, 0], k_ready.index(st), k_smem.index(st))
-        mbarrier.wait(v_empty.index(st), ph)
         mbarrier.expect(v_ready.index(st), v_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(v_desc, [vt0, j * BN], v_ready.index(st), v_smem.index(st))
 
@@ -115,24 +116,22 @@ def attn_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK
                                        gl.NVMMASharedLayout.get_default_for([BM, BN], gl.float8e4nv))
     q_bar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     mbarrier.init(q_bar.index(0), count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=NCONS)
-        mbarrier.init(v_empty.index(i), count=NCONS)
+        mbarrier.init(empty.index(i), count=NCONS)
     fence_async_shared()
 
     q_row = bh * LQ + gl.program_id(0) * (NCONS * BM)
     gl.warp_specialize([
-        (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, v_empty, qs_ptr, ks_ptr,
+        (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
                      vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, STAGES)),
-        (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, k_empty, v_ready, v_empty, qs_ptr, ks_ptr,
+        (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
                      vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 1, STAGES)),
-        (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
+        (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty,
                      q_row, bh * LK_PAD, bh * DP, nkb, STAGES)),
     ], [4, 1], [CONS_REGS, PROD_REGS])
 
@@ -159,12 +158,13 @@ def launch(q8: torch.Tensor, qs: torch.Tensor, ops: Operands, out: torch.Tensor,
                       maxnreg=cfg.maxnreg)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """q [B, H, Lq, 128], k/v [B, H, Lk, 128] (any strides, Lk > 128) -> [B, H, Lq, 128] in q.dtype, storage
-    [B, Lq, H, D]: the pre-pass (quantize, quantize_q), then attn_kernel."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, cfg: Launch = LAUNCH
+              ) -> torch.Tensor:
+    """q [B, H, Lq, 128], k/v [B, H, Lk, 128] (any strides, Lk > cfg.block_n) -> [B, H, Lq, 128] in q.dtype,
+    storage [B, Lq, H, D]: the pre-pass (quantize, quantize_q), then attn_kernel."""
     bsz, heads, lq, d = q.shape
-    ops = quantize(k, v, LAUNCH.block_n, False)
+    ops = quantize(k, v, cfg.block_n, False)
     q8, qs = quantize_q(q, scale * LOG2E)
     out = torch.empty(bsz, lq, heads, d, device=q.device, dtype=q.dtype)
-    launch(q8, qs, ops, out, heads, lq, k.shape[2])
+    launch(q8, qs, ops, out, heads, lq, k.shape[2], cfg)
     return out.transpose(1, 2)

@@ -78,11 +78,12 @@ def _pv(p_smem, v_smem, v_ready, acc, j, P0: gl.constexpr, STAGES: gl.constexpr)
 
 
 @gluon.jit
-def attend(q_s, k_smem, v_smem, p_smem, k_ready, k_empty, v_ready, v_empty, ks_ptr, qs, nkb, LK,
+def attend(q_s, k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr, qs, nkb, LK,
            P0: gl.constexpr, STAGES: gl.constexpr, mma: gl.constexpr):
     """The main loop over nkb >= 2 key tiles for BM query rows (q_s [BM, DP] in shared memory, qs [BM] their
-    scales, ks_ptr the head's key-block scales). P buffers P0, P0 + 1 of p_smem. Returns O [BM, DP] fp32
-    (unnormalised, layout mma) and l [BM] (sum of P * 2**P_LOG2)."""
+    scales, ks_ptr the head's key-block scales). P buffers P0, P0 + 1 of p_smem. A stage (K and V tile) is
+    released once, after the PV that last reads it. Returns O [BM, DP] fp32 (unnormalised, layout mma) and l
+    [BM] (sum of P * 2**P_LOG2)."""
     BM: gl.constexpr = q_s.shape[0]
     DP: gl.constexpr = q_s.shape[1]
     BN: gl.constexpr = k_smem.shape[1]
@@ -93,12 +94,10 @@ def attend(q_s, k_smem, v_smem, p_smem, k_ready, k_empty, v_ready, v_empty, ks_p
     zero_s = gl.full([BM, BN], 0, gl.int32, mma)
 
     s = warpgroup_mma_wait(num_outstanding=0, deps=[_qk(q_s, k_smem, k_ready, 0, STAGES, zero_s)])
-    release(k_empty.index(0))
     s_tok = _qk(q_s, k_smem, k_ready, 1, STAGES, zero_s)
     p8, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr), m_i, l_i, 0, LK, False, mma)
     store_p(p_smem, P0, p8)
     s = warpgroup_mma_wait(num_outstanding=0, deps=[s_tok])
-    release(k_empty.index(1 % STAGES))
     _barrier()  # every thread's P stores are done before any wgmma reads them
     for j in range(1, nkb - 1):
         a_tok = _pv(p_smem, v_smem, v_ready, acc, j - 1, P0, STAGES)
@@ -106,18 +105,17 @@ def attend(q_s, k_smem, v_smem, p_smem, k_ready, k_empty, v_ready, v_empty, ks_p
         p8, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, mma)
         store_p(p_smem, P0 + j % 2, p8)
         acc, s = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok, s_tok])
-        release(v_empty.index((j - 1) % STAGES))
-        release(k_empty.index((j + 1) % STAGES))
-        _barrier()
+        _barrier()  # P_j stored and fenced by every thread before the next PV reads it
+        release(empty.index((j - 1) % STAGES))
         acc = acc * gl.expand_dims(alpha, 1)
     last = nkb - 1
     a_tok = _pv(p_smem, v_smem, v_ready, acc, last - 1, P0, STAGES)
     p8, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + last), m_i, l_i, last * BN, LK, True, mma)
     store_p(p_smem, P0 + last % 2, p8)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
-    release(v_empty.index((last - 1) % STAGES))
     _barrier()
+    release(empty.index((last - 1) % STAGES))
     acc = acc * gl.expand_dims(alpha, 1)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=[_pv(p_smem, v_smem, v_ready, acc, last, P0, STAGES)])
-    release(v_empty.index(last % STAGES))
+    release(empty.index(last % STAGES))
     return acc, l_i
