@@ -73,3 +73,47 @@ def test_compiles_for_sm90_without_spills_or_register_p():
     register_a = re.findall(r"[IQH]GMMA\.\S+\s+R\d+,\s*R\d+,", sass)
     assert not register_a, f"wgmma with a register A operand: {register_a[:2]}"
     assert ".maxnreg" in kernel.asm["ptx"] or "setmaxnreg" in kernel.asm["ptx"]
+
+
+FALLBACK = """
+import ast, logging, torch, triton
+import quant.attention.triton as qa
+
+class Broken:  # a Gluon kernel that does not compile on this Triton
+    calls = 0
+    @staticmethod
+    def attention(q, k, v, scale):
+        Broken.calls += 1
+        raise triton.CompilationError("src", ast.parse("x").body[0], "gone in this Triton")
+
+qa.hopper_reason = lambda q, k, accurate: qa._HOPPER["reason"]
+qa._HOPPER.update(module=Broken, reason=None, ran=False)
+torch.manual_seed(0)
+q, k, v = (torch.randn(1, 2, 40, 64, dtype=torch.float16) for _ in range(3))
+out = qa.quantized_attention(q, k, v)  # falls back to the Triton kernel, logs why
+ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+assert ((out.float() - ref).norm() / ref.norm()).item() < 0.1
+assert "did not compile" in qa._HOPPER["reason"] and Broken.calls == 1
+qa.quantized_attention(q, k, v)
+assert Broken.calls == 1, "retried a kernel that failed to compile"
+qa._HOPPER.update(reason=None, ran=True)  # it ran before: a later failure is a real error, raised
+try:
+    qa.quantized_attention(q, k, v)
+except triton.CompilationError:
+    print("fallback ok")
+"""
+
+
+def test_compile_failure_falls_back_once_and_later_failures_raise():
+    """A Gluon kernel that fails to compile (a Triton whose Gluon API moved) is logged and replaced by the
+    Triton kernel for the rest of the process; one that compiled before raises its errors."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=root)
+    res = subprocess.run([sys.executable, "-c", FALLBACK], env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert res.returncode == 0 and "fallback ok" in res.stdout, res.stdout + res.stderr
+    assert "the Triton attention kernel runs instead" in res.stderr
