@@ -62,15 +62,14 @@ def methods() -> dict:
 
     from quant.attention.triton import configs, kernel
 
-    def triton_only(q, k, v, accurate):  # the Triton kernel even where the Hopper (Gluon) kernel would run
-        cc, dp = torch.cuda.get_device_capability(q.device)[0], 1 << (q.shape[-1] - 1).bit_length()
-        return kernel.attention(q, k, v, q.shape[-1] ** -0.5, accurate, configs.pick(cc, dp, accurate))
+    def triton_fp8(q, k, v):  # the Triton kernel even where the Hopper (Gluon) kernel would run
+        cfg = configs.pick(torch.cuda.get_device_capability(q.device)[0], 1 << (q.shape[-1] - 1).bit_length(), False)
+        return kernel.attention(q, k, v, q.shape[-1] ** -0.5, False, cfg)
 
     out = {"sdpa": _sdpa,
            "own-fp8": lambda q, k, v: quantized_attention(q, k, v),
-           "own-fp8-triton": lambda q, k, v: triton_only(q, k, v, False),
-           "own-accurate": lambda q, k, v: quantized_attention(q, k, v, accurate=True),
-           "own-accurate-triton": lambda q, k, v: triton_only(q, k, v, True)}
+           "own-fp8-triton": triton_fp8,
+           "own-accurate": lambda q, k, v: quantized_attention(q, k, v, accurate=True)}
     try:
         from sageattention import sageattn
         out["sageattn"] = lambda q, k, v: sageattn(q, k, v, tensor_layout="HND", is_causal=False)

@@ -1,9 +1,9 @@
-"""Hopper (sm90) kernel of the quantized attention, warp-specialized, in Triton's Gluon dialect.
+"""Hopper (sm90) kernel of the fp8 quantized attention, warp-specialized, in Triton's Gluon dialect.
 
-Same operands and math as kernel.py with the Q pre-pass (quantize.py: q8 [BH * Lq, DP] int8 and qs [BH * Lq]
-fp32 with the softmax scale * log2 e, k8 [BH * Lk_pad, DP] int8 and ks [BH, Lk_pad / BN] fp32; fp8 mode vt
-[BH * DP, Lk_pad] e4m3 and vs [BH, DP] fp32, accurate mode v16 [BH * Lk_pad, DP] in the input dtype), head
-dim 128 only. Output o [B, Lq, H, D] (unit channel stride), rows >= Lq dropped.
+Same operands and math as kernel.py's fp8 mode with the Q pre-pass (quantize.py: q8 [BH * Lq, DP] int8 and
+qs [BH * Lq] fp32 with the softmax scale * log2 e, k8 [BH * Lk_pad, DP] int8 and ks [BH, Lk_pad / BN] fp32,
+vt [BH * DP, Lk_pad] e4m3 and vs [BH, DP] fp32), head dim 128 only. Output o [B, Lq, H, D] (unit channel
+stride), rows >= Lq dropped.
 
 Structure (FlashAttention-3's): one program per 128 query rows x (batch, head); a producer warp loads the
 two consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (a ready
@@ -45,7 +45,6 @@ class Launch(NamedTuple):
 
 
 LAUNCH = Launch()
-LAUNCH_ACCURATE = Launch(stages=3)  # 16-bit V stages: 4 would not fit in shared memory
 
 
 def version_reason() -> Optional[str]:
@@ -64,21 +63,15 @@ def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs
     DP: gl.constexpr = q_smem.shape[2]
     NCONS: gl.constexpr = q_smem.shape[0]
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 32])
-    PV_K: gl.constexpr = 32 if p_smem.dtype == gl.float8e4nv else 16  # wgmma K of the P @ V product
-    acc_l: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                    instr_shape=[16, 128, PV_K])
     bh = gl.program_id(1)
-    row0 = gl.program_id(0) * (BM * NCONS) + WG * BM
-    q_rows = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, mma))
-    qs = gl.load(qs_ptr + bh * LQ + q_rows, mask=q_rows < LQ, other=0.0)
+    rows = gl.program_id(0) * (BM * NCONS) + WG * BM + gl.arange(0, BM, layout=gl.SliceLayout(1, mma))
+    cols = gl.arange(0, DP, layout=gl.SliceLayout(0, mma))
+    qs = gl.load(qs_ptr + bh * LQ + rows, mask=rows < LQ, other=0.0)
     mbarrier.wait(q_bar.index(0), 0)
     acc, l_i = attend(q_smem.index(WG), k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr + bh * nkb, qs,
-                      nkb, LK, 2 * WG, STAGES, mma, acc_l)
-    rows = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, acc_l))
-    cols = gl.arange(0, DP, layout=gl.SliceLayout(0, acc_l))
-    out = acc * gl.expand_dims(1.0 / l_i, 1)
-    if v_smem.dtype == gl.float8e4nv:
-        out = out * gl.expand_dims(gl.load(vs_ptr + bh * DP + cols), 0)
+                      nkb, LK, 2 * WG, STAGES, mma)
+    vs = gl.load(vs_ptr + bh * DP + cols)
+    out = acc * gl.expand_dims(1.0 / l_i, 1) * gl.expand_dims(vs, 0)
     b = (bh // H).to(gl.int64)
     h = (bh % H).to(gl.int64)
     offs = b * sob + h * soh + gl.expand_dims(rows.to(gl.int64) * sol, 1) + gl.expand_dims(cols, 0)
@@ -89,8 +82,7 @@ def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs
 def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty, q_row,
               kv0, vt0, nkb, STAGES: gl.constexpr):
     """Producer warp: TMA loads of the consumers' Q tiles (once), then per key tile j the K tile [BN, DP] and
-    the V^T tile [DP, BN] (fp8; v rows from vt0) or V tile [BN, DP] (accurate; from kv0) into stage
-    j % STAGES once both consumers freed it (empty)."""
+    the V^T tile [DP, BN] into stage j % STAGES once both consumers freed it (empty)."""
     NCONS: gl.constexpr = q_smem.shape[0]
     BM: gl.constexpr = q_smem.shape[1]
     BN: gl.constexpr = k_smem.shape[1]
@@ -104,18 +96,14 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_
         mbarrier.expect(k_ready.index(st), k_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(k_desc, [kv0 + j * BN, 0], k_ready.index(st), k_smem.index(st))
         mbarrier.expect(v_ready.index(st), v_desc.block_type.nbytes)
-        if v_desc.dtype == gl.float8e4nv:
-            tma.async_copy_global_to_shared(v_desc, [vt0, j * BN], v_ready.index(st), v_smem.index(st))
-        else:
-            tma.async_copy_global_to_shared(v_desc, [kv0 + j * BN, 0], v_ready.index(st), v_smem.index(st))
+        tma.async_copy_global_to_shared(v_desc, [vt0, j * BN], v_ready.index(st), v_smem.index(st))
 
 
 @gluon.jit
 def attn_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK, LK_PAD, sob, sol, soh,
                 NCONS: gl.constexpr, STAGES: gl.constexpr, CONS_REGS: gl.constexpr, PROD_REGS: gl.constexpr):
     """Grid (cdiv(Lq, NCONS * BM), B * H). q_desc: q8 tiles [BM, DP]; k_desc: k8 tiles [BN, DP]; v_desc: vt
-    tiles [DP, BN] (e4m3) or v16 tiles [BN, DP] (accurate mode: P in the same dtype). Allocates the
-    shared-memory rings, P buffers and barriers, then forks the partitions."""
+    tiles [DP, BN]. Allocates the shared-memory rings, P buffers and barriers, then forks the partitions."""
     BM: gl.constexpr = q_desc.block_type.shape[0]
     DP: gl.constexpr = q_desc.block_type.shape[1]
     BN: gl.constexpr = k_desc.block_type.shape[0]
@@ -123,9 +111,9 @@ def attn_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK
     nkb = LK_PAD // BN
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [NCONS, BM, DP], q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BN, DP], k_desc.layout)
-    v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-    p_smem = gl.allocate_shared_memory(v_desc.dtype, [2 * NCONS, BM, BN],
-                                       gl.NVMMASharedLayout.get_default_for([BM, BN], v_desc.dtype))
+    v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, DP, BN], v_desc.layout)
+    p_smem = gl.allocate_shared_memory(gl.float8e4nv, [2 * NCONS, BM, BN],
+                                       gl.NVMMASharedLayout.get_default_for([BM, BN], gl.float8e4nv))
     q_bar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -155,35 +143,27 @@ def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
 
 
 def launch(q8: torch.Tensor, qs: torch.Tensor, ops: Operands, out: torch.Tensor, heads: int, lq: int, lk: int,
-           cfg: Launch) -> None:
+           cfg: Launch = LAUNCH) -> None:
     """attn_kernel on quantized operands (q8/qs from quantize_q, ops from quantize with block_n = cfg.block_n,
-    at least two key tiles; the accurate mode when ops.vs is None) into out [B, Lq, H, D] (bf16 / fp16, unit
-    channel stride)."""
+    at least two key tiles) into out [B, Lq, H, D] (bf16 / fp16, unit channel stride)."""
     dp = ops.k8.shape[1]
     if dp != HEAD_DIM or ops.lk_pad < 2 * cfg.block_n:
         raise ValueError(f"hopper attention: head dim {dp} (needs {HEAD_DIM}), {ops.lk_pad} padded keys "
                          f"(needs >= {2 * cfg.block_n})")
     grid = (triton.cdiv(lq, cfg.rows * cfg.consumers), ops.ks.shape[0])
-    if ops.vs is None:  # accurate: V tiles [BN, DP] in the input dtype
-        v_desc = _desc(ops.v, [cfg.block_n, dp], gl.bfloat16 if ops.v.dtype == torch.bfloat16 else gl.float16)
-    else:
-        v_desc = _desc(ops.v, [dp, cfg.block_n], gl.float8e4nv)
-    vs = ops.ks if ops.vs is None else ops.vs  # unread in the accurate mode
     attn_kernel[grid](_desc(q8, [cfg.rows, dp], gl.int8), _desc(ops.k8, [cfg.block_n, dp], gl.int8),
-                      v_desc, qs, ops.ks, vs, out, heads, lq, lk,
+                      _desc(ops.v, [dp, cfg.block_n], gl.float8e4nv), qs, ops.ks, ops.vs, out, heads, lq, lk,
                       ops.lk_pad, out.stride(0), out.stride(1), out.stride(2), NCONS=cfg.consumers,
                       STAGES=cfg.stages, CONS_REGS=cfg.consumer_regs, PROD_REGS=cfg.producer_regs, num_warps=4,
                       maxnreg=cfg.maxnreg)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, accurate: bool = False,
-              cfg: Optional[Launch] = None) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, cfg: Launch = LAUNCH
+              ) -> torch.Tensor:
     """q [B, H, Lq, 128], k/v [B, H, Lk, 128] (any strides, Lk > cfg.block_n) -> [B, H, Lq, 128] in q.dtype,
-    storage [B, Lq, H, D]: the pre-pass (quantize, quantize_q), then attn_kernel (P / V in e4m3, or in the
-    input dtype when accurate)."""
-    cfg = cfg or (LAUNCH_ACCURATE if accurate else LAUNCH)
+    storage [B, Lq, H, D]: the pre-pass (quantize, quantize_q), then attn_kernel."""
     bsz, heads, lq, d = q.shape
-    ops = quantize(k, v, cfg.block_n, accurate)
+    ops = quantize(k, v, cfg.block_n, False)
     q8, qs = quantize_q(q, scale * LOG2E)
     out = torch.empty(bsz, lq, heads, d, device=q.device, dtype=q.dtype)
     launch(q8, qs, ops, out, heads, lq, k.shape[2], cfg)

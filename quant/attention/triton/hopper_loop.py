@@ -1,10 +1,9 @@
 """Consumer main loop of the Hopper (sm90) attention kernel (hopper.py), written in Gluon.
 
-Layouts: S [BM, BN] int32 and O [BM, DP] fp32 in the wgmma accumulator layout `mma`; in shared memory
-(128-byte swizzle) Q [BM, DP] int8, K stages [BN, DP] int8, P buffers [BM, BN] and V stages: fp8 mode V^T
-[DP, BN] e4m3 and P e4m3, accurate mode V [BN, DP] and P in the input dtype. Math as kernel.py: int8 scores,
-the magic-number int32 -> fp32 conversion folded into the row bias, online softmax in the exp2 domain, P
-(times 2**8 in e4m3, clear of its subnormals) and V in the P buffers' dtype, fp32 accumulator.
+Layouts: S [BM, BN] int32 and O [BM, DP] fp32 in the wgmma accumulator layout `mma`; Q [BM, DP] int8, K
+stages [BN, DP] int8, V^T stages [DP, BN] e4m3 and P buffers [BM, BN] e4m3 in shared memory (128-byte
+swizzle). Math as kernel.py's fp8 mode: int8 scores, the magic-number int32 -> fp32 conversion folded into
+the row bias, online softmax in the exp2 domain, P * 2**P_LOG2 and V in e4m3, fp32 accumulator.
 
 Schedule ("deep"): iteration j issues PV(j-1) and QK^T(j+1) and runs softmax(j) while both are on the tensor
 cores; one wait(0) retires both, so no wgmma is in flight across the loop's back edge. P goes through shared
@@ -21,6 +20,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 
 MAGIC_I = gl.constexpr(0x4B400000)  # bits of 12582912.0 = 1.5 * 2**23
 MAGIC_F = gl.constexpr(12582912.0)
+P_LOG2 = gl.constexpr(8.0)  # P is scaled by 2**8 before the e4m3 cast (clear of e4m3 subnormals)
 # partition-wide barrier: gl.thread_barrier up to Triton 3.6, gl.barrier from 3.7 on
 _barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 
@@ -32,11 +32,10 @@ def release(bar):
 
 
 @gluon.jit
-def softmax_tile(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, mma: gl.constexpr, P_DTYPE: gl.constexpr):
+def softmax_tile(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, mma: gl.constexpr):
     """One tile of the online softmax. s [BM, BN] int32 scores (layout mma), cs [BM] their scale (q scale *
-    k block scale), m_i / l_i [BM] running max / sum; MASK: keys >= LK get -inf (last tile only). Returns P
-    in P_DTYPE (times 2**8 when e4m3; layout mma), the accumulator rescale alpha, and the new m_i, l_i."""
-    P_LOG2: gl.constexpr = 8.0 if P_DTYPE == gl.float8e4nv else 0.0
+    k block scale), m_i / l_i [BM] running max / sum; MASK: keys >= LK get -inf (last tile only). Returns P *
+    2**P_LOG2 in e4m3 (layout mma), the accumulator rescale alpha, and the new m_i, l_i."""
     sf = (s + MAGIC_I).to(gl.float32, bitcast=True)  # value + MAGIC_F, exact for |value| < 2**22
     if MASK:
         cols = col0 + gl.arange(0, s.shape[1], layout=gl.SliceLayout(0, mma))
@@ -52,12 +51,12 @@ def softmax_tile(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, mma: gl.constexp
         x = gl.where(valid, x, float("-inf"))
     p = gl.exp2(x)
     l_i = l_i * alpha + gl.sum(p, 1)
-    return p.to(P_DTYPE), alpha, m_new, l_i
+    return p.to(gl.float8e4nv), alpha, m_new, l_i
 
 
 @gluon.jit
 def store_p(p_smem, buf, p):
-    """P tile [BM, BN] (layout mma) -> p_smem.index(buf), made visible to the wgmma (async proxy)."""
+    """P tile [BM, BN] e4m3 (layout mma) -> p_smem.index(buf), made visible to the wgmma (async proxy)."""
     p_smem.index(buf).store(p)
     fence_async_shared()
 
@@ -72,58 +71,51 @@ def _qk(q_s, k_smem, k_ready, j, STAGES: gl.constexpr, zero_s):
 
 @gluon.jit
 def _pv(p_smem, v_smem, v_ready, acc, j, P0: gl.constexpr, STAGES: gl.constexpr):
-    """Waits for value tile j and issues O += P_j V_j (async) with P_j from buffer P0 + j % 2 (V^T stages
-    [DP, BN] in the fp8 mode, V stages [BN, DP] in the accurate one)."""
+    """Waits for value tile j and issues O += P_j V_j (async) with P_j from buffer P0 + j % 2."""
     st = j % STAGES
     mbarrier.wait(v_ready.index(st), (j // STAGES) & 1)
-    v = v_smem.index(st)
-    if v_smem.dtype == gl.float8e4nv:
-        v = v.permute((1, 0))
-    return warpgroup_mma(p_smem.index(P0 + j % 2), v, acc, is_async=True)
+    return warpgroup_mma(p_smem.index(P0 + j % 2), v_smem.index(st).permute((1, 0)), acc, is_async=True)
 
 
 @gluon.jit
 def attend(q_s, k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr, qs, nkb, LK,
-           P0: gl.constexpr, STAGES: gl.constexpr, mma: gl.constexpr, acc_l: gl.constexpr):
+           P0: gl.constexpr, STAGES: gl.constexpr, mma: gl.constexpr):
     """The main loop over nkb >= 2 key tiles for BM query rows (q_s [BM, DP] in shared memory, qs [BM] their
     scales, ks_ptr the head's key-block scales). P buffers P0, P0 + 1 of p_smem. A stage (K and V tile) is
-    released once, after the PV that last reads it. Returns O [BM, DP] fp32 (unnormalised, layout acc_l: the
-    PV wgmma's accumulator layout, mma with the instruction K of the P dtype) and l [BM] (sum of P as stored,
-    layout SliceLayout(1, acc_l))."""
+    released once, after the PV that last reads it. Returns O [BM, DP] fp32 (unnormalised, layout mma) and l
+    [BM] (sum of P * 2**P_LOG2)."""
     BM: gl.constexpr = q_s.shape[0]
     DP: gl.constexpr = q_s.shape[1]
     BN: gl.constexpr = k_smem.shape[1]
-    PD: gl.constexpr = p_smem.dtype
     row_l: gl.constexpr = gl.SliceLayout(1, mma)
     m_i = gl.full([BM], float("-inf"), gl.float32, row_l)
     l_i = gl.full([BM], 0.0, gl.float32, row_l)
-    acc = gl.full([BM, DP], 0.0, gl.float32, acc_l)
-    acc_row: gl.constexpr = gl.SliceLayout(1, acc_l)
+    acc = gl.full([BM, DP], 0.0, gl.float32, mma)
     zero_s = gl.full([BM, BN], 0, gl.int32, mma)
 
     s = warpgroup_mma_wait(num_outstanding=0, deps=[_qk(q_s, k_smem, k_ready, 0, STAGES, zero_s)])
     s_tok = _qk(q_s, k_smem, k_ready, 1, STAGES, zero_s)
-    p, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr), m_i, l_i, 0, LK, False, mma, PD)
-    store_p(p_smem, P0, p)
+    p8, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr), m_i, l_i, 0, LK, False, mma)
+    store_p(p_smem, P0, p8)
     s = warpgroup_mma_wait(num_outstanding=0, deps=[s_tok])
     _barrier()  # every thread's P stores are done before any wgmma reads them
     for j in range(1, nkb - 1):
         a_tok = _pv(p_smem, v_smem, v_ready, acc, j - 1, P0, STAGES)
         s_tok = _qk(q_s, k_smem, k_ready, j + 1, STAGES, zero_s)
-        p, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, mma, PD)
-        store_p(p_smem, P0 + j % 2, p)
+        p8, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, mma)
+        store_p(p_smem, P0 + j % 2, p8)
         acc, s = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok, s_tok])
         _barrier()  # P_j stored and fenced by every thread before the next PV reads it
         release(empty.index((j - 1) % STAGES))
-        acc = acc * gl.expand_dims(gl.convert_layout(alpha, acc_row), 1)
+        acc = acc * gl.expand_dims(alpha, 1)
     last = nkb - 1
     a_tok = _pv(p_smem, v_smem, v_ready, acc, last - 1, P0, STAGES)
-    p, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + last), m_i, l_i, last * BN, LK, True, mma, PD)
-    store_p(p_smem, P0 + last % 2, p)
+    p8, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + last), m_i, l_i, last * BN, LK, True, mma)
+    store_p(p_smem, P0 + last % 2, p8)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
     _barrier()
     release(empty.index((last - 1) % STAGES))
-    acc = acc * gl.expand_dims(gl.convert_layout(alpha, acc_row), 1)
+    acc = acc * gl.expand_dims(alpha, 1)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=[_pv(p_smem, v_smem, v_ready, acc, last, P0, STAGES)])
     release(empty.index(last % STAGES))
-    return acc, gl.convert_layout(l_i, acc_row)
+    return acc, l_i
