@@ -9,9 +9,10 @@ Structure (FlashAttention-3's): one program per 128 query rows x (batch, head); 
 two consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (a ready
 mbarrier for K and for V per stage, one empty mbarrier per stage that both consumers arrive on after their
 last read of it, the PV); two consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend
-(wgmma QK^T(j+1) and PV(j-1) in flight during softmax(j)). Measured on the H200 1.08-1.11x the Triton kernel
-(1.36-1.45x SDPA, bench/results/h200-attention.md); Gluon is Triton's experimental dialect, so this path is
-taken only on Triton >= MIN_TRITON (where it was compiled and measured) and sm90, the Triton kernel elsewhere.
+(wgmma QK^T(j+1) and PV(j-1) in flight during softmax(j)). Measured on the H200 (Triton 3.6) 1.09-1.10x the
+Triton kernel, 1.38-1.41x SDPA at the Wan shapes (bench/results/h200-attention.md). Gluon is Triton's
+experimental dialect: this path is taken on sm90 with Triton >= MIN_TRITON (run on 3.6; 3.8 compiles it, not
+run on a GPU), and a compile failure on another Triton falls back to the Triton kernel (see __init__.py).
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ HEAD_DIM = 128
 
 
 class Launch(NamedTuple):
-    """Launch shape (H200 A/B, bench/results/h200-attention.md: 4 stages beat 3 and 5 by 1-3%; with 3 the
-    load of key tile j + 1 into the stage freed by PV(j - 2) is late)."""
+    """Launch shape (H200 A/B in bench/results/h200-attention.md: with 3 stages the load of key tile j + 1
+    into the stage that PV(j - 2) frees comes late, 5-12% slower; 5 stages 1-2% slower than 4)."""
     block_n: int = 128  # keys per tile
     rows: int = 64  # query rows per consumer warpgroup
     consumers: int = 2  # consumer warpgroups per program (they share the K / V ring)
