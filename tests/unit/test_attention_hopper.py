@@ -6,7 +6,10 @@ reading its A operand from registers: ptxas does not keep such registers alive w
 bug behind the NaN of an earlier variant, bench/results/h200-attention.md), so P must come from shared memory.
 It does not run the kernel (tests/gpu/test_attention_kernel.py does, on a GPU).
 """
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -104,16 +107,33 @@ except triton.CompilationError:
 """
 
 
+def _run(script: str, **env) -> subprocess.CompletedProcess:
+    """script in a fresh Python (module state and TRITON_INTERPRET untouched here), the repository importable."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=root, **env),
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
 def test_compile_failure_falls_back_once_and_later_failures_raise():
     """A Gluon kernel that fails to compile (a Triton whose Gluon API moved) is logged and replaced by the
     Triton kernel for the rest of the process; one that compiled before raises its errors."""
-    import os
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=root)
-    res = subprocess.run([sys.executable, "-c", FALLBACK], env=env, capture_output=True, text=True, timeout=300,
-                         check=False)
+    res = _run(FALLBACK, TRITON_INTERPRET="1")
     assert res.returncode == 0 and "fallback ok" in res.stdout, res.stdout + res.stderr
     assert "the Triton attention kernel runs instead" in res.stderr
+
+
+NO_GLUON = """
+import sys, types, torch
+sys.modules["triton.experimental.gluon"] = None  # a Triton without Gluon
+import quant.attention.triton as qa
+torch.cuda.get_device_capability = lambda device=None: (9, 0)
+q = types.SimpleNamespace(device=types.SimpleNamespace(type="cuda"), shape=(1, 2, 300, 128))
+reason = qa.hopper_reason(q, q, False)
+assert reason.startswith("triton.experimental.gluon does not import"), reason
+print("no gluon ok")
+"""
+
+
+def test_without_gluon_the_triton_kernel_is_chosen_and_says_why():
+    res = _run(NO_GLUON)
+    assert res.returncode == 0 and "no gluon ok" in res.stdout, res.stdout + res.stderr

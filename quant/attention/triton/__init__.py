@@ -75,7 +75,7 @@ def hopper_reason(q: Tensor, k: Tensor, accurate: bool) -> Optional[str]:
         try:
             from . import hopper
             _HOPPER.update(module=hopper, reason=hopper.version_reason(), ran=False)
-        except ImportError as e:
+        except (ImportError, AttributeError) as e:  # no Gluon, or one without the names the kernel uses
             _HOPPER.update(module=None, reason=f"triton.experimental.gluon does not import ({e})", ran=False)
     return _HOPPER["reason"]
 
