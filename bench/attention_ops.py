@@ -56,15 +56,17 @@ def _sdpa(q, k, v):
     return F.scaled_dot_product_attention(q, k, v)
 
 
+def triton_fp8(q, k, v):
+    """The pack's Triton kernel (kernel.py) in the fp8 mode, also where the Hopper (Gluon) kernel would run."""
+    from quant.attention.triton import configs, kernel
+
+    cfg = configs.pick(torch.cuda.get_device_capability(q.device)[0], 1 << (q.shape[-1] - 1).bit_length(), False)
+    return kernel.attention(q, k, v, q.shape[-1] ** -0.5, False, cfg)
+
+
 def methods() -> dict:
     """name -> fn(q, k, v) on [B, H, L, D]; optional peers only when importable."""
     from quant.attention.triton import quantized_attention
-
-    from quant.attention.triton import configs, kernel
-
-    def triton_fp8(q, k, v):  # the Triton kernel even where the Hopper (Gluon) kernel would run
-        cfg = configs.pick(torch.cuda.get_device_capability(q.device)[0], 1 << (q.shape[-1] - 1).bit_length(), False)
-        return kernel.attention(q, k, v, q.shape[-1] ** -0.5, False, cfg)
 
     out = {"sdpa": _sdpa,
            "own-fp8": lambda q, k, v: quantized_attention(q, k, v),

@@ -8,11 +8,11 @@ A variant is comma-separated overrides of hopper.Launch fields. The parent proce
 and the pack's Triton kernel once per large shape, then runs each variant in a child process (`--variant`,
 with a timeout) so that a compile error, a device fault or a barrier deadlock of one variant is reported and
 the next one still runs. (The FA3-schedule and register-P variants measured in
-bench/results/h200-attention.md are in git history, bench/gluon_attention*.py at commit 0399774.) A child first checks the relative
-L2 error against fp32 SDPA at small ragged shapes (limit 0.05), then times the large shapes (whole call:
-quantization pre-pass + kernel) and prints ms, TFLOP/s (4 B H Lq Lk D / t), the ratio to SDPA and to the
-Triton kernel, and the error against the SDPA bf16 output.
-Inputs: q ~ 2 N(0,1), k ~ N(0,1) + per-channel offset 3 N(0,1), v ~ N(0,1), all [B, H, L, D].
+bench/results/h200-attention.md are in git history, bench/gluon_attention*.py at commit 0399774.) A child
+first checks the relative L2 error against fp32 SDPA at small ragged shapes (limit 0.05), then times the
+large shapes (whole call: quantization pre-pass + kernel) and prints ms, TFLOP/s (4 B H Lq Lk D / t), the
+ratio to SDPA and to the Triton kernel, and the error against the SDPA bf16 output.
+Inputs, timing and the Triton kernel's call are bench/attention_ops.py's (make_inputs, time_ms, triton_fp8).
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ import traceback
 
 import torch
 import torch.nn.functional as F
+
+from .attention_ops import make_inputs, time_ms, triton_fp8
 
 SMALL = [  # (B, H, Lq, Lk): ragged lengths, tiles partly masked
     (1, 2, 300, 300),
@@ -40,20 +42,11 @@ TOL = 0.05
 CHILD_TIMEOUT_S = 150
 
 
-def inputs(b: int, h: int, lq: int, lk: int, seed: int = 0, strided: bool = False):
-    """q, k, v in bf16 [B, H, L, D]; with strided=True views of [B, L, H, D] storage (non-contiguous)."""
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    dev, dt = "cuda", torch.bfloat16
-
-    def mk(l):
-        if strided:
-            return torch.randn(b, l, h, D, device=dev, generator=g).transpose(1, 2)
-        return torch.randn(b, h, l, D, device=dev, generator=g)
-
-    q = (2 * mk(lq)).to(dt)
-    k = (mk(lk) + 3 * torch.randn(b, h, 1, D, device=dev, generator=g)).to(dt)
-    v = mk(lk).to(dt)
-    return q, k, v
+def inputs(b: int, h: int, lq: int, lk: int, seed: int = 0, strided: bool = True):
+    """q, k, v bf16 [B, H, L, D] with the attention bench's distribution: ComfyUI-style strided views of
+    [B, L, H*D] storage, or contiguous copies with strided=False."""
+    qkv = make_inputs((b, h, lq, lk, D), torch.bfloat16, torch.device("cuda"), seed)
+    return qkv if strided else tuple(t.contiguous() for t in qkv)
 
 
 def rel_l2(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -65,15 +58,6 @@ def tflops(b, h, lq, lk, ms):
     return 4 * b * h * lq * lk * D / (ms * 1e-3) / 1e12
 
 
-def bench_ms(fn) -> float:
-    import triton
-    return triton.testing.do_bench(fn, warmup=100, rep=400)
-
-
-def sdpa(q, k, v, scale):
-    return F.scaled_dot_product_attention(q, k, v, scale=scale)
-
-
 def launch_of(variant: str):
     """hopper.Launch with the overrides in variant ("" or "shipped": the shipped one)."""
     from quant.attention.triton import hopper
@@ -81,16 +65,10 @@ def launch_of(variant: str):
     return hopper.LAUNCH._replace(**{k: int(v) for k, v in kw.items()})
 
 
-def run(q, k, v, scale, cfg):
-    """The Hopper kernel with launch cfg, pre-pass included."""
+def run(q, k, v, cfg):
+    """The Hopper kernel with launch cfg, pre-pass included (scale D ** -0.5)."""
     from quant.attention.triton import hopper
-    return hopper.attention(q, k, v, scale, cfg)
-
-
-def triton_kernel(q, k, v, scale):
-    """The pack's Triton kernel (kernel.py) in the fp8 mode."""
-    from quant.attention.triton import configs, kernel
-    return kernel.attention(q, k, v, scale, False, configs.pick(9, 128, False))
+    return hopper.attention(q, k, v, D ** -0.5, cfg)
 
 
 def baselines() -> dict:
@@ -99,12 +77,11 @@ def baselines() -> dict:
     for shape in LARGE:
         b, h, lq, lk = shape
         q, k, v = inputs(b, h, lq, lk)
-        scale = D ** -0.5
-        t_sdpa = bench_ms(lambda: sdpa(q, k, v, scale))
-        ref = sdpa(q, k, v, scale)
+        t_sdpa = time_ms(F.scaled_dot_product_attention, q, k, v)
+        ref = F.scaled_dot_product_attention(q, k, v)
         try:
-            t_tri = bench_ms(lambda: triton_kernel(q, k, v, scale))
-            err = rel_l2(triton_kernel(q, k, v, scale), ref)
+            t_tri = time_ms(triton_fp8, q, k, v)
+            err = rel_l2(triton_fp8(q, k, v), ref)
         except Exception:
             traceback.print_exc()
             t_tri, err = float("nan"), float("nan")
@@ -125,10 +102,9 @@ def run_variant(name: str, base: dict) -> bool:
     t0 = time.time()
     for i, (b, h, lq, lk) in enumerate(SMALL):
         q, k, v = inputs(b, h, lq, lk, seed=i, strided=bool(i % 2))
-        scale = D ** -0.5
-        out = run(q, k, v, scale, cfg)
+        out = run(q, k, v, cfg)
         torch.cuda.synchronize()
-        ref = sdpa(q.float(), k.float(), v.float(), scale)
+        ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
         err = rel_l2(out, ref)
         good = err <= TOL and out.shape == q.shape and out.transpose(1, 2).is_contiguous()
         ok &= good
@@ -140,9 +116,8 @@ def run_variant(name: str, base: dict) -> bool:
     for shape in LARGE:
         b, h, lq, lk = shape
         q, k, v = inputs(b, h, lq, lk)
-        scale = D ** -0.5
-        ms = bench_ms(lambda: run(q, k, v, scale, cfg))
-        err = rel_l2(run(q, k, v, scale, cfg), sdpa(q, k, v, scale))
+        ms = time_ms(lambda *x: run(*x, cfg), q, k, v)
+        err = rel_l2(run(q, k, v, cfg), F.scaled_dot_product_attention(q, k, v))
         bl = base.get("x".join(map(str, shape)), {})
         t_sdpa, t_tri = bl.get("sdpa", float("nan")), bl.get("triton", float("nan"))
         print(f"  [{name}] B{b} H{h} L{lq}: {ms:8.3f} ms {tflops(b, h, lq, lk, ms):6.1f} TFLOP/s "

@@ -69,15 +69,13 @@ def hopper_reason(q: Tensor, k: Tensor, accurate: bool) -> Optional[str]:
         return "accurate mode"
     if q.device.type != "cuda" or _interpreted() or torch.cuda.get_device_capability(q.device) != (9, 0):
         return "not an sm90 GPU"
-    if q.shape[3] != 128 or k.shape[2] <= 128:
-        return "head dim other than 128, or 128 keys or fewer"
     if not _HOPPER:
         try:
             from . import hopper
             _HOPPER.update(module=hopper, reason=hopper.version_reason(), ran=False)
         except (ImportError, AttributeError) as e:  # no Gluon, or one without the names the kernel uses
             _HOPPER.update(module=None, reason=f"triton.experimental.gluon does not import ({e})", ran=False)
-    return _HOPPER["reason"]
+    return _HOPPER["reason"] or _HOPPER["module"].shape_reason(q.shape[3], k.shape[2])
 
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float, accurate: bool) -> Tensor:

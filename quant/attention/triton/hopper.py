@@ -26,9 +26,9 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .hopper_loop import attend
+from .kernel import LOG2E
 from .quantize import Operands, quantize, quantize_q
 
-LOG2E = 1.4426950408889634
 MIN_TRITON = (3, 6)
 HEAD_DIM = 128
 
@@ -53,6 +53,15 @@ def version_reason() -> Optional[str]:
     have = tuple(int(x) for x in triton.__version__.split(".")[:2] if x.isdigit())
     if have < MIN_TRITON:
         return f"triton {triton.__version__} < {MIN_TRITON[0]}.{MIN_TRITON[1]}"
+    return None
+
+
+def shape_reason(head_dim: int, keys: int, cfg: Launch = LAUNCH) -> Optional[str]:
+    """None when the kernel takes this head dim and key count (two key tiles at least), else why not."""
+    if head_dim != HEAD_DIM:
+        return f"head dim {head_dim} (the Hopper kernel takes {HEAD_DIM})"
+    if keys <= cfg.block_n:
+        return f"{keys} keys (the Hopper kernel needs more than {cfg.block_n})"
     return None
 
 
@@ -148,9 +157,9 @@ def launch(q8: torch.Tensor, qs: torch.Tensor, ops: Operands, out: torch.Tensor,
     """attn_kernel on quantized operands (q8/qs from quantize_q, ops from quantize with block_n = cfg.block_n,
     at least two key tiles) into out [B, Lq, H, D] (bf16 / fp16, unit channel stride)."""
     dp = ops.k8.shape[1]
-    if dp != HEAD_DIM or ops.lk_pad < 2 * cfg.block_n:
-        raise ValueError(f"hopper attention: head dim {dp} (needs {HEAD_DIM}), {ops.lk_pad} padded keys "
-                         f"(needs >= {2 * cfg.block_n})")
+    reason = shape_reason(dp, lk, cfg)
+    if reason:
+        raise ValueError(f"hopper attention: {reason}")
     grid = (triton.cdiv(lq, cfg.rows * cfg.consumers), ops.ks.shape[0])
     attn_kernel[grid](_desc(q8, [cfg.rows, dp], gl.int8), _desc(ops.k8, [cfg.block_n, dp], gl.int8),
                       _desc(ops.v, [dp, cfg.block_n], gl.float8e4nv), qs, ops.ks, ops.vs, out, heads, lq, lk,

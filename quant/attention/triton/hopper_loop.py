@@ -18,9 +18,9 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
-MAGIC_I = gl.constexpr(0x4B400000)  # bits of 12582912.0 = 1.5 * 2**23
-MAGIC_F = gl.constexpr(12582912.0)
-P_LOG2 = gl.constexpr(8.0)  # P is scaled by 2**8 before the e4m3 cast (clear of e4m3 subnormals)
+from .kernel import MAGIC_F, MAGIC_I
+from .kernel import P_LOG2_FP8 as P_LOG2
+
 # partition-wide barrier: gl.thread_barrier up to Triton 3.6, gl.barrier from 3.7 on
 _barrier = getattr(gl, "thread_barrier", None) or gl.barrier
 

@@ -24,6 +24,7 @@ from .quantize import INT8_MAX, TINY, quantize, quantize_q, to_int8
 LOG2E = 1.4426950408889634
 MAGIC_I = tl.constexpr(0x4B400000)  # bits of 12582912.0 = 1.5 * 2**23
 MAGIC_F = tl.constexpr(12582912.0)
+P_LOG2_FP8 = tl.constexpr(8.0)  # fp8 mode: P is scaled by 2**8 before its e4m3 cast (clear of e4m3 subnormals)
 
 
 @triton.jit
@@ -69,7 +70,7 @@ def attn_kernel(q_ptr, sqb, sqh, sql, sqd, qk_scale, q_desc, qs_ptr, k_desc, v_d
                 ACCURATE: tl.constexpr, PIPE: tl.constexpr, Q_PRE: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
-    P_LOG2: tl.constexpr = 0.0 if ACCURATE else 8.0
+    P_LOG2: tl.constexpr = 0.0 if ACCURATE else P_LOG2_FP8
     nkb = LK_PAD // BLOCK_N
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, DP)
