@@ -2,8 +2,9 @@
 
 Checks both modes against torch SDPA on the fp32 inputs (q ~ 2 N(0,1), k ~ N(0,1) + a per-channel offset
 ~ 3 N(0,1), v ~ N(0,1)), strided ComfyUI-style inputs ([B, L, H*D] viewed as [B, H, L, D]) against
-contiguous ones, the output's layout, the Q pre-pass (quantize_q) and unsupported_reason. Runs in a
-subprocess: TRITON_INTERPRET must be set before Triton is imported.
+contiguous ones, the output's layout, the Q pre-pass (quantize_q), V^T in the Hopper kernel's key order
+(quantize key_perm) and unsupported_reason. Runs in a subprocess: TRITON_INTERPRET must be set before Triton
+is imported.
 Interpreter limits (Triton 3.8 here): its fp32 -> e4m3 cast rounds some values wrongly (about 3x the
 error of a correct cast), so the fp8 mode's bound here is 0.10 (0.05 on the GPU, tests/gpu); and its
 bf16 tl.dot returns garbage, so the accurate mode (P @ V in the input dtype) runs in fp16 here only.
@@ -54,6 +55,14 @@ SCRIPT = textwrap.dedent("""
     rows = q.half().float().reshape(6 * 33, 96)
     deq = q8[:, :96].float() * (qs / 0.5)[:, None]
     assert ((deq - rows).abs() <= rows.abs().amax(1, keepdim=True) / 254 * 1.01).all()
+    from quant.attention.triton.quantize import quantize
+    k, v = (view(torch.randn(1, 300, 2 * 128), 2).half() for _ in range(2))
+    plain, perm = quantize(k, v, 128, False), quantize(k, v, 128, False, key_perm=True)
+    # the Hopper kernel's P column order (hopper_loop.store_p's reshape and permute): order[new] = old key
+    order = torch.arange(plain.lk_pad).view(-1, 8, 2, 4, 2).permute(0, 1, 3, 2, 4).reshape(-1)
+    assert not torch.equal(order, torch.arange(plain.lk_pad))
+    assert torch.equal(perm.v.view(torch.uint8), plain.v.view(torch.uint8)[:, order]), "V^T keys not in P's order"
+    assert torch.equal(perm.k8, plain.k8) and torch.equal(perm.ks, plain.ks) and torch.equal(perm.vs, plain.vs)
     q, k, v = (view(torch.randn(1, 90, 2 * 64), 2).half() for _ in range(3))
     eager = quantized_attention(q, k, v)
     compiled = torch.compile(lambda a, b, c: quantized_attention(a, b, c) * 2, fullgraph=True)(q, k, v)

@@ -2,8 +2,8 @@
 
 Same operands and math as kernel.py's fp8 mode with the Q pre-pass (quantize.py: q8 [BH * Lq, DP] int8 and
 qs [BH * Lq] fp32 with the softmax scale * log2 e, k8 [BH * Lk_pad, DP] int8 and ks [BH, Lk_pad / BN] fp32,
-vt [BH * DP, Lk_pad] e4m3 and vs [BH, DP] fp32), head dim 128 only. Output o [B, Lq, H, D] (unit channel
-stride), rows >= Lq dropped.
+vt [BH * DP, Lk_pad] e4m3 with its keys in quantize.key_order, and vs [BH, DP] fp32), head dim 128 only.
+Output o [B, Lq, H, D] (unit channel stride), rows >= Lq dropped.
 
 Structure (FlashAttention-3's): one program per 128 query rows x (batch, head); a producer warp loads the
 two consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (a ready
@@ -154,8 +154,8 @@ def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
 
 def launch(q8: torch.Tensor, qs: torch.Tensor, ops: Operands, out: torch.Tensor, heads: int, lq: int, lk: int,
            cfg: Launch = LAUNCH) -> None:
-    """attn_kernel on quantized operands (q8/qs from quantize_q, ops from quantize with block_n = cfg.block_n,
-    at least two key tiles) into out [B, Lq, H, D] (bf16 / fp16, unit channel stride)."""
+    """attn_kernel on quantized operands (q8/qs from quantize_q, ops from quantize with block_n = cfg.block_n
+    and key_perm=True, at least two key tiles) into out [B, Lq, H, D] (bf16 / fp16, unit channel stride)."""
     dp = ops.k8.shape[1]
     reason = shape_reason(dp, lk, cfg)
     if reason:
@@ -173,7 +173,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, c
     """q [B, H, Lq, 128], k/v [B, H, Lk, 128] (any strides, Lk > cfg.block_n) -> [B, H, Lq, 128] in q.dtype,
     storage [B, Lq, H, D]: the pre-pass (quantize, quantize_q), then attn_kernel."""
     bsz, heads, lq, d = q.shape
-    ops = quantize(k, v, cfg.block_n, False)
+    ops = quantize(k, v, cfg.block_n, False, key_perm=True)
     q8, qs = quantize_q(q, scale * LOG2E)
     out = torch.empty(bsz, lq, heads, d, device=q.device, dtype=q.dtype)
     launch(q8, qs, ops, out, heads, lq, k.shape[2], cfg)

@@ -1,7 +1,8 @@
 """Consumer main loop of the Hopper (sm90) attention kernel (hopper.py), written in Gluon.
 
-Layouts: S [BM, BN] int32 and O [BM, DP] fp32 in the wgmma accumulator layout `mma`; Q [BM, DP] int8, K
-stages [BN, DP] int8, V^T stages [DP, BN] e4m3 and P buffers [BM, BN] e4m3 in shared memory (128-byte
+Layouts: S [BM, BN] int32 and O [BM, DP] fp32 in the wgmma accumulator layout `mma`; Q [BM, DP] int8 in
+registers (the QK^T wgmma's A operand, loaded once); K stages [BN, DP] int8, V^T stages [DP, BN] e4m3 (keys
+in quantize.key_order) and P buffers [BM, BN] e4m3 (columns in the same order) in shared memory (128-byte
 swizzle). Math as kernel.py's fp8 mode: int8 scores, the magic-number int32 -> fp32 conversion folded into
 the row bias, online softmax in the exp2 domain, P * 2**P_LOG2 and V in e4m3, fp32 accumulator.
 
@@ -9,7 +10,8 @@ Schedule ("deep"): iteration j issues PV(j-1) and QK^T(j+1) and runs softmax(j) 
 cores; one wait(0) retires both, so no wgmma is in flight across the loop's back edge. P goes through shared
 memory (two buffers: P_j is written while PV(j-1) reads P_{j-1}). A P kept in registers as the wgmma's A
 operand was measured faster but wrong: ptxas does not keep an in-flight wgmma's A registers alive, and
-reused them for the next softmax (NaN rows on the H200; bench/results/h200-attention.md).
+reused them for the next softmax (NaN rows on the H200; bench/results/h200-attention.md). Q's registers are
+safe as an A operand: Q is live across the whole loop, so no instruction in it may overwrite them.
 """
 from __future__ import annotations
 
@@ -56,7 +58,13 @@ def softmax_tile(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, mma: gl.constexp
 
 @gluon.jit
 def store_p(p_smem, buf, p):
-    """P tile [BM, BN] e4m3 (layout mma) -> p_smem.index(buf), made visible to the wgmma (async proxy)."""
+    """P tile [BM, BN] e4m3 (layout mma) -> p_smem.index(buf), made visible to the wgmma (async proxy). The
+    columns are relabelled first (column 16a + 8b + 2u + e -> 16a + 4u + 2b + e, free in registers): each thread
+    then holds 4 adjacent bytes per row, and the store is 4 stmatrix instead of 32 two-byte stores per thread.
+    The values tile V^T is stored with its keys in the same order (quantize.key_order), so P V is unchanged."""
+    BM: gl.constexpr = p.shape[0]
+    BN: gl.constexpr = p.shape[1]
+    p = gl.reshape(gl.permute(gl.reshape(p, [BM, BN // 16, 2, 4, 2]), [0, 1, 3, 2, 4]), [BM, BN])
     p_smem.index(buf).store(p)
     fence_async_shared()
 
@@ -92,6 +100,7 @@ def attend(q_s, k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr, qs, nkb
     l_i = gl.full([BM], 0.0, gl.float32, row_l)
     acc = gl.full([BM, DP], 0.0, gl.float32, mma)
     zero_s = gl.full([BM, BN], 0, gl.int32, mma)
+    q_s = q_s.load(gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4))  # Q as the wgmma's register A
 
     s = warpgroup_mma_wait(num_outstanding=0, deps=[_qk(q_s, k_smem, k_ready, 0, STAGES, zero_s)])
     s_tok = _qk(q_s, k_smem, k_ready, 1, STAGES, zero_s)

@@ -6,8 +6,9 @@ configs with `q_prepass`, by `quantize_q`: q8 [BH * Lq, DP] int8, qs [BH * Lq] f
    partials [BH, chunks, DP] fp32 (no atomics, deterministic).
 2. `_quant_kv_kernel`: K minus its per-channel mean over the keys (softmax-invariant) to int8 per block of
    BLOCK_N keys, k8 [BH * Lk_pad, DP], ks [BH, Lk_pad / BLOCK_N]; V per channel to e4m3, stored
-   transposed (K-major for the P @ V tensor-core product) vt [BH * DP, Lk_pad], scale vs [BH, DP];
-   in the accurate mode V is copied unquantized (v16 [BH * Lk_pad, DP], input dtype) instead.
+   transposed (K-major for the P @ V tensor-core product) vt [BH * DP, Lk_pad], scale vs [BH, DP]; with
+   key_perm the keys of each group of 16 are stored in the order the Hopper kernel writes P's columns in
+   (`key_order`); in the accurate mode V is copied unquantized (v16 [BH * Lk_pad, DP], input dtype) instead.
 Lk_pad rounds Lk up to BLOCK_N and DP the head dim up to a power of two; padded keys and channels are
 zeros, so the main loop needs no masks but the last tile's -inf on padded keys.
 """
@@ -89,10 +90,17 @@ def _quant_q_kernel(q_ptr, q8_ptr, qs_ptr, H, L, sqb, sqh, sql, sqd, qk_scale,
 
 
 @triton.jit
+def key_order(x, BLOCK_N: tl.constexpr, DP: tl.constexpr):
+    """Rows of x [BLOCK_N, DP] reordered within each group of 16: row 16a + 8b + 2u + e goes to 16a + 4u + 2b + e,
+    the column order in which hopper_loop.store_p writes P (the same reshape and permute)."""
+    return tl.reshape(tl.permute(tl.reshape(x, [BLOCK_N // 16, 2, 4, 2, DP]), [0, 2, 1, 3, 4]), [BLOCK_N, DP])
+
+
+@triton.jit
 def _quant_kv_kernel(k_ptr, v_ptr, ksum_ptr, vmax_ptr, k8_ptr, ks_ptr, vo_ptr, vs_ptr, H, L, L_PAD, NCHUNKS,
                      skb, skh, skl, skd, svb, svh, svl, svd,
                      D: tl.constexpr, DP: tl.constexpr, BLOCK_N: tl.constexpr, NCHUNKS_P: tl.constexpr,
-                     KV_BLOCKS: tl.constexpr, ACCURATE: tl.constexpr):
+                     KV_BLOCKS: tl.constexpr, ACCURATE: tl.constexpr, KEY_PERM: tl.constexpr):
     bh = tl.program_id(1)
     nkb = L_PAD // BLOCK_N
     b = (bh // H).to(tl.int64)
@@ -121,12 +129,15 @@ def _quant_kv_kernel(k_ptr, v_ptr, ksum_ptr, vmax_ptr, k8_ptr, ks_ptr, vo_ptr, v
             tl.store(vo_ptr + out_rows[:, None] * DP + cols[None, :], v)
         else:
             v8 = tl.clamp(v.to(tl.float32) * (1.0 / vmax * E4M3_MAX)[None, :], -E4M3_MAX, E4M3_MAX).to(tl.float8e4nv)
+            if KEY_PERM:
+                v8 = key_order(v8, BLOCK_N, DP)
             vt_rows = bh.to(tl.int64) * DP + cols
             tl.store(vo_ptr + vt_rows[:, None] * L_PAD + rows[None, :], tl.trans(v8))
 
 
-def quantize(k: torch.Tensor, v: torch.Tensor, block_n: int, accurate: bool) -> Operands:
-    """k/v [B, H, Lk, D] (any strides) -> the main kernel's Operands (keys padded to block_n)."""
+def quantize(k: torch.Tensor, v: torch.Tensor, block_n: int, accurate: bool, key_perm: bool = False) -> Operands:
+    """k/v [B, H, Lk, D] (any strides) -> the main kernel's Operands (keys padded to block_n); key_perm: vt's
+    keys in the Hopper kernel's order (`key_order`, fp8 mode only)."""
     bsz, heads, lk, d = k.shape
     bh = bsz * heads
     dp = triton.next_power_of_2(d)
@@ -146,10 +157,10 @@ def quantize(k: torch.Tensor, v: torch.Tensor, block_n: int, accurate: bool) -> 
     else:
         vo = torch.empty(bh * dp, lk_pad, device=dev, dtype=torch.float8_e4m3fn)
         vs = torch.empty(bh, dp, device=dev, dtype=f32)
-    _quant_kv_kernel[(ceil_div(nkb, KV_BLOCKS), bh)](k, v, ksum, vmax, k8, ks, vo, vs if vs is not None else ks, heads, lk, lk_pad,
-                                nchunks, *k.stride(), *v.stride(), D=d, DP=dp, BLOCK_N=block_n,
-                                NCHUNKS_P=triton.next_power_of_2(nchunks), KV_BLOCKS=KV_BLOCKS,
-                                ACCURATE=accurate, num_warps=8)
+    _quant_kv_kernel[(ceil_div(nkb, KV_BLOCKS), bh)](
+        k, v, ksum, vmax, k8, ks, vo, vs if vs is not None else ks, heads, lk, lk_pad, nchunks, *k.stride(),
+        *v.stride(), D=d, DP=dp, BLOCK_N=block_n, NCHUNKS_P=triton.next_power_of_2(nchunks), KV_BLOCKS=KV_BLOCKS,
+        ACCURATE=accurate, KEY_PERM=key_perm, num_warps=8)
     return Operands(k8, ks, vo, vs, lk_pad)
 
 
