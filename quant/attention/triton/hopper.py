@@ -9,8 +9,8 @@ Structure (FlashAttention-3's): one program per 128 query rows x (batch, head); 
 two consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (a ready
 mbarrier for K and for V per stage, one empty mbarrier per stage that both consumers arrive on after their
 last read of it, the PV); two consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend
-(wgmma QK^T(j+1) and PV(j-1) in flight during softmax(j)). Measured on the H200 (Triton 3.6) 1.09-1.10x the
-Triton kernel, 1.38-1.41x SDPA at the Wan shapes (bench/results/h200-attention.md). Gluon is Triton's
+(wgmma QK^T(j+1) and PV(j-1) in flight during softmax(j)). Measured on the H200 (Triton 3.6) 1.10-1.15x the
+Triton kernel, 1.40-1.52x SDPA at the Wan shapes (bench/results/h200-attention.md). Gluon is Triton's
 experimental dialect: this path is taken on sm90 with Triton >= MIN_TRITON (run on 3.6; 3.8 compiles it, not
 run on a GPU), and a compile failure on another Triton falls back to the Triton kernel (see __init__.py).
 """
