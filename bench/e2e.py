@@ -2,6 +2,7 @@
 
     COMFYUI_PATH=/path/to/ComfyUI python -m bench --e2e [--model wan14b|wan1.3b|tiny] [--blocks N]
         [--res 480p 720p] [--steps 3] [--methods core-bf16 pack-fp8-triton+qattn ...] [--json PATH]
+        [--profile DIR]
 
 Builds a Wan 2.1 T2V DiT with ComfyUI's own `WanModel` (real block shapes, `--blocks` of them, random
 weights), saves it as a bf16 file, and for each method loads it through a real loader, optionally patches
@@ -9,7 +10,9 @@ attention (the pack's Quantized Attention node) and torch.compile (core's TorchC
 samples with the pack's Sample node (ComfyUI's KSampler: euler, cfg 5, cond and uncond batched): one warm-up
 step (compile, autotune), then `--steps` timed steps. Per method: load seconds, warm-up seconds, seconds per
 step (the sampler loop only), peak VRAM, and the final latent's relative error vs the first method (the
-baseline: core's bf16 loader), all from this process.
+baseline: core's bf16 loader), all from this process. With `--profile DIR`, one more step per method runs
+under torch.profiler after the timed ones and its CUDA kernels, by total time, go to DIR/<method>_<res>.txt
+(the timed figures do not include it).
 
 A method is `<loader>-<weights>[+<attention>][@compile]`:
     core-bf16, core-fp8_e4m3fn, core-fp8_e4m3fn_fast   core's Load Diffusion Model (its weight_dtype)
@@ -149,6 +152,9 @@ def run_method(text: str, path: str, res: str, args, pack, shape) -> tuple[Row, 
     warm = sampler.sample(model, 0, 1, 5.0, "euler", "simple", pos, neg, latent, 1.0)["ui"]["seconds_total"][0]
     out = sampler.sample(model, 0, args.steps, 5.0, "euler", "simple", pos, neg, latent, 1.0)
     ui = out["ui"]
+    if args.profile:
+        _profile_step(os.path.join(args.profile, f"{text}_{res}.txt"),
+                      lambda: sampler.sample(model, 0, 1, 5.0, "euler", "simple", pos, neg, latent, 1.0))
     row = Row(text, res, load_s, warm, ui["seconds_per_step"][0], ui["peak_vram_gb"][0], ui["text"][0].split("kernels: ")[-1])
     samples = out["result"][0]["samples"].float().cpu()
     del model, out, sampler
@@ -156,6 +162,22 @@ def run_method(text: str, path: str, res: str, args, pack, shape) -> tuple[Row, 
     gc.collect()
     comfy.model_management.soft_empty_cache()
     return row, samples
+
+
+def _profile_step(path: str, step) -> None:
+    """Runs step() under torch.profiler and writes its ops' table to path, by total CUDA time (CPU time on the
+    CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        f.write(prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=40,
+                                          max_name_column_width=90))
 
 
 def format_table(rows: list[Row]) -> str:
@@ -175,6 +197,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
     p.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "comfyui-quantized-e2e"))
     p.add_argument("--json", default=None)
+    p.add_argument("--profile", default=None, help="directory for one profiled step's CUDA kernel table per method")
     a = p.parse_args(argv)
     for m in a.methods:
         Method.parse(m)  # refuse a bad name before building anything

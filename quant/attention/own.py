@@ -6,8 +6,8 @@ reason it cannot run); its `unsupported_reason` is the per-call rule (head dim, 
 Where it was measured slower than SDPA (bench/results/h200-attention.md, H200) the call takes SDPA:
 both modes below 4096 keys (fp8, Wan cross-attention, 512 keys: 0.66-0.74x; 2048: 1.02x; 4096: 1.10x) or
 below 500k query rows B*H*Lq (Flux 1x24x4608: 0.78x); the accurate mode also at head dim 96 (0.90x). Measured
-faster: fp8 1.38-1.41x on Wan self-attention with the Hopper (Gluon) kernel at D 128 (the Triton kernel alone:
-1.25-1.30x; D 64 / 96: 1.10x / 1.08x), accurate 1.04-1.08x at D 128 (Q pre-pass config) and 1.05x at D 64;
+faster: fp8 1.40-1.52x on Wan self-attention with the Hopper (Gluon) kernel at D 128 (the Triton kernel alone:
+1.27-1.32x; D 64 / 96: 1.10x / 1.08x), accurate 1.04-1.08x at D 128 (Q pre-pass config) and 1.05x at D 64;
 the accurate mode's short-key rule is the fp8 mode's (not measured apart).
 """
 from __future__ import annotations
