@@ -11,7 +11,7 @@ samples with the pack's Sample node (ComfyUI's KSampler: euler, cfg 5, cond and 
 step (compile, autotune), then `--steps` timed steps. Per method: load seconds, warm-up seconds, seconds per
 step (the sampler loop only), peak VRAM, and the final latent's relative error vs the first method (the
 baseline: core's bf16 loader), all from this process. With `--profile DIR`, one more step per method runs
-under torch.profiler after the timed ones and its CUDA kernels, by total time, go to DIR/<method>_<res>.txt
+under torch.profiler after the timed ones and its ops, by total CUDA time, go to DIR/<method>_<res>.txt
 (the timed figures do not include it).
 
 A method is `<loader>-<weights>[+<attention>][@compile]`:
@@ -153,7 +153,7 @@ def run_method(text: str, path: str, res: str, args, pack, shape) -> tuple[Row, 
     out = sampler.sample(model, 0, args.steps, 5.0, "euler", "simple", pos, neg, latent, 1.0)
     ui = out["ui"]
     if args.profile:
-        _profile_step(os.path.join(args.profile, f"{text}_{res}.txt"),
+        _profile_step(os.path.join(args.profile, f"{text.replace('+', '_').replace('@', '_')}_{res}.txt"),
                       lambda: sampler.sample(model, 0, 1, 5.0, "euler", "simple", pos, neg, latent, 1.0))
     row = Row(text, res, load_s, warm, ui["seconds_per_step"][0], ui["peak_vram_gb"][0], ui["text"][0].split("kernels: ")[-1])
     samples = out["result"][0]["samples"].float().cpu()
