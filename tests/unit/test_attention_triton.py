@@ -63,6 +63,11 @@ SCRIPT = textwrap.dedent("""
     assert not torch.equal(order, torch.arange(plain.lk_pad))
     assert torch.equal(perm.v.view(torch.uint8), plain.v.view(torch.uint8)[:, order]), "V^T keys not in P's order"
     assert torch.equal(perm.k8, plain.k8) and torch.equal(perm.ks, plain.ks) and torch.equal(perm.vs, plain.vs)
+    try:
+        quantize(k, v, 128, True, key_perm=True)
+        raise AssertionError("key_perm in the accurate mode was accepted")
+    except ValueError:
+        pass
     q, k, v = (view(torch.randn(1, 90, 2 * 64), 2).half() for _ in range(3))
     eager = quantized_attention(q, k, v)
     compiled = torch.compile(lambda a, b, c: quantized_attention(a, b, c) * 2, fullgraph=True)(q, k, v)

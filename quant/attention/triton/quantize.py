@@ -138,6 +138,8 @@ def _quant_kv_kernel(k_ptr, v_ptr, ksum_ptr, vmax_ptr, k8_ptr, ks_ptr, vo_ptr, v
 def quantize(k: torch.Tensor, v: torch.Tensor, block_n: int, accurate: bool, key_perm: bool = False) -> Operands:
     """k/v [B, H, Lk, D] (any strides) -> the main kernel's Operands (keys padded to block_n); key_perm: vt's
     keys in the Hopper kernel's order (`key_order`, fp8 mode only)."""
+    if key_perm and accurate:
+        raise ValueError("quantize: key_perm reorders the e4m3 V^T of the fp8 mode; the accurate mode has none")
     bsz, heads, lk, d = k.shape
     bh = bsz * heads
     dp = triton.next_power_of_2(d)
