@@ -58,10 +58,9 @@ def _sdpa(q, k, v):
 
 def triton_fp8(q, k, v):
     """The pack's Triton kernel (kernel.py) in the fp8 mode, also where the Hopper (Gluon) kernel would run."""
-    from quant.attention.triton import configs, kernel
+    from quant.attention.triton import triton_kernel
 
-    cfg = configs.pick(torch.cuda.get_device_capability(q.device)[0], 1 << (q.shape[-1] - 1).bit_length(), False)
-    return kernel.attention(q, k, v, q.shape[-1] ** -0.5, False, cfg)
+    return triton_kernel(q, k, v, q.shape[-1] ** -0.5, False)
 
 
 def methods() -> dict:

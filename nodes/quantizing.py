@@ -58,7 +58,7 @@ def layer_count(sd: dict, family: ModelFamily) -> int:
 
 def quantized_bytes(sd: dict, family: ModelFamily, fmt: QuantFormat) -> int:
     """Bytes of the model once quantized: the family's weights as the format's codes, the rest as stored."""
-    code_size = torch.empty((), dtype=fmt.weight_dtype).element_size()
+    code_size = fmt.weight_dtype.itemsize
     total = 0
     for k, t in sd.items():
         if should_quantize(family, k) and t.dim() == 2 and t.is_floating_point():

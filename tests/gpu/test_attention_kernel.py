@@ -74,7 +74,7 @@ def test_scale_argument():
 def test_hopper_kernel_runs_the_fp8_mode_and_agrees_with_the_triton_kernel():
     """On sm90 the fp8 mode at head dim 128 with more than 128 keys runs hopper.py (test_matches_sdpa then
     checks it against SDPA); its output is the Triton kernel's up to accumulation order."""
-    from quant.attention.triton import configs, hopper_reason, kernel
+    from quant.attention.triton import hopper_reason, triton_kernel
 
     g = torch.Generator(device="cuda").manual_seed(3)
     for b, h, lq, lk in [(1, 4, 1000, 777), (2, 3, 129, 4097), (1, 2, 300, 129)]:
@@ -82,7 +82,7 @@ def test_hopper_kernel_runs_the_fp8_mode_and_agrees_with_the_triton_kernel():
         assert hopper_reason(q, k, False) is None, hopper_reason(q, k, False)
         _poison()
         out = quantized_attention(q, k, v)
-        tri = kernel.attention(q, k, v, 128 ** -0.5, False, configs.pick(9, 128, False))
+        tri = triton_kernel(q, k, v, 128 ** -0.5, False)
         assert torch.isfinite(out).all()
         diff = ((out.float() - tri.float()).norm() / tri.float().norm()).item()
         print(f"hopper vs triton {(b, h, lq, lk)}: rel diff {diff:.5f}")

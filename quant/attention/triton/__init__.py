@@ -78,11 +78,19 @@ def hopper_reason(q: Tensor, k: Tensor, accurate: bool) -> Optional[str]:
     return _HOPPER["reason"] or _HOPPER["module"].shape_reason(q.shape[3], k.shape[2])
 
 
-def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float, accurate: bool) -> Tensor:
-    """The kernel on checked inputs (see quantized_attention): hopper.py where hopper_reason allows, else
-    kernel.py with its config for this GPU generation."""
+def triton_kernel(q: Tensor, k: Tensor, v: Tensor, scale: float, accurate: bool) -> Tensor:
+    """kernel.py (the Triton kernel) with its config for this GPU generation, on checked inputs: what runs where
+    the Hopper kernel does not (the benches and GPU tests also call it where it does, to compare)."""
     from . import configs, kernel
 
+    cc_major = torch.cuda.get_device_capability(q.device)[0] if q.device.type == "cuda" else 9
+    return kernel.attention(q, k, v, scale, accurate, configs.pick(cc_major, triton.next_power_of_2(q.shape[3]),
+                                                                   accurate))
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float, accurate: bool) -> Tensor:
+    """The kernel on checked inputs (see quantized_attention): hopper.py where hopper_reason allows, else
+    triton_kernel."""
     on_gpu = torch.cuda.device(q.device) if q.device.type == "cuda" else contextlib.nullcontext()
     with on_gpu:
         if hopper_reason(q, k, accurate) is None:
@@ -95,9 +103,7 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float, accurate: bool) ->
                     raise  # it compiled and ran before: a real error
                 _HOPPER["reason"] = f"the Gluon kernel did not compile on triton {triton.__version__}: {e}"
                 logging.warning("comfyui-quantized: %s; the Triton attention kernel runs instead", _HOPPER["reason"])
-        cc_major = torch.cuda.get_device_capability(q.device)[0] if q.device.type == "cuda" else 9
-        dp = triton.next_power_of_2(q.shape[3])
-        return kernel.attention(q, k, v, scale, accurate, configs.pick(cc_major, dp, accurate))
+        return triton_kernel(q, k, v, scale, accurate)
 
 
 _attention_op = torch.library.custom_op("comfyui_quantized::quantized_attention", _attention, mutates_args=())
