@@ -71,21 +71,25 @@ def test_scale_argument():
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
                     reason="the Gluon kernel is sm90 only")
-def test_hopper_kernel_runs_the_fp8_mode_and_agrees_with_the_triton_kernel():
-    """On sm90 the fp8 mode at head dim 128 with more than 128 keys runs hopper.py (test_matches_sdpa then
-    checks it against SDPA); its output is the Triton kernel's up to accumulation order."""
-    from quant.attention.triton import hopper_reason, triton_kernel
+@pytest.mark.parametrize("accurate", [False, True])
+def test_hopper_kernel_runs_and_agrees_with_the_triton_kernel(accurate):
+    """On sm90 both modes at head dim 128 with more than 128 keys run hopper.py (test_matches_sdpa then checks
+    them against SDPA); the output is the Triton kernel's up to accumulation order, with the Triton kernel
+    quantizing the same way (K per 128-key block, Q by the pre-pass)."""
+    from quant.attention.triton import configs, hopper_reason, kernel
+
+    same_blocks = configs.Config(64, 128, 4, 3, False, q_prepass=True)
 
     g = torch.Generator(device="cuda").manual_seed(3)
     for b, h, lq, lk in [(1, 4, 1000, 777), (2, 3, 129, 4097), (1, 2, 300, 129)]:
         q, k, v = (_view(t, h).bfloat16() for t in _inputs(b, h, lq, lk, 128, g))
-        assert hopper_reason(q, k, False) is None, hopper_reason(q, k, False)
+        assert hopper_reason(q, k, accurate) is None, hopper_reason(q, k, accurate)
         _poison()
-        out = quantized_attention(q, k, v)
-        tri = triton_kernel(q, k, v, 128 ** -0.5, False)
+        out = quantized_attention(q, k, v, accurate=accurate)
+        tri = kernel.attention(q, k, v, 128 ** -0.5, accurate, same_blocks)
         assert torch.isfinite(out).all()
         diff = ((out.float() - tri.float()).norm() / tri.float().norm()).item()
-        print(f"hopper vs triton {(b, h, lq, lk)}: rel diff {diff:.5f}")
+        print(f"hopper vs triton accurate={accurate} {(b, h, lq, lk)}: rel diff {diff:.5f}")
         assert diff <= 0.01, (b, h, lq, lk, diff)
     short = torch.empty(1, 1, 128, 128, device="cuda", dtype=torch.bfloat16)
-    assert hopper_reason(short, short, False) is not None  # one key tile: the Triton kernel
+    assert hopper_reason(short, short, accurate) is not None  # one key tile: the Triton kernel

@@ -23,12 +23,12 @@ SMEM_LIMIT = 227 * 1024  # bytes of shared memory one block may use on sm90
 
 def test_chosen_only_where_it_can_run():
     q = torch.empty(1, 2, 300, 128, dtype=torch.bfloat16)
-    assert hopper_reason(q, q, accurate=True) == "accurate mode"
-    assert hopper_reason(q, q, accurate=False) == "not an sm90 GPU"  # a CPU tensor
+    assert hopper_reason(q, q, accurate=True) == "not an sm90 GPU"  # a CPU tensor
+    assert hopper_reason(q, q, accurate=False) == "not an sm90 GPU"
 
 
-def _compile():
-    """hopper.attn_kernel compiled for sm90 (Triton's Gluon front end, no GPU needed)."""
+def _compile(accurate: bool):
+    """hopper.attn_kernel compiled for sm90 in one mode (Triton's Gluon front end, no GPU needed)."""
     gluon_runtime = pytest.importorskip("triton.experimental.gluon._runtime")
     import triton
     from triton.backends.compiler import GPUTarget
@@ -42,16 +42,18 @@ def _compile():
         pytest.skip(hopper.version_reason())
     from triton.experimental.gluon import language as gl
 
-    cfg = hopper.LAUNCH
+    cfg = hopper.LAUNCH_ACCURATE if accurate else hopper.LAUNCH
     q8 = torch.empty(1024, 128, dtype=torch.int8)
-    vt = torch.empty(128, 1024, dtype=torch.float8_e4m3fn)
+    if accurate:
+        v_desc = hopper._desc(torch.empty(1024, 128, dtype=torch.bfloat16), [cfg.block_n, 128], gl.bfloat16)
+    else:
+        v_desc = hopper._desc(torch.empty(128, 1024, dtype=torch.float8_e4m3fn), [128, cfg.block_n], gl.float8e4nv)
     f32, out = torch.empty(16), torch.empty(16, dtype=torch.bfloat16)
     args = dict(q_desc=hopper._desc(q8, [cfg.rows, 128], gl.int8),
-                k_desc=hopper._desc(q8, [cfg.block_n, 128], gl.int8),
-                v_desc=hopper._desc(vt, [128, cfg.block_n], gl.float8e4nv), qs_ptr=f32, ks_ptr=f32, vs_ptr=f32,
-                o_ptr=out, H=40, LQ=1000, LK=1000, LK_PAD=1024, sob=100, sol=100, soh=100)
+                k_desc=hopper._desc(q8, [cfg.block_n, 128], gl.int8), v_desc=v_desc, qs_ptr=f32, ks_ptr=f32,
+                vs_ptr=f32, o_ptr=out, H=40, LQ=1000, LK=1000, LK_PAD=1024, sob=100, sol=100, soh=100)
     consts = dict(NCONS=cfg.consumers, STAGES=cfg.stages, CONS_REGS=cfg.consumer_regs,
-                  PROD_REGS=cfg.producer_regs)
+                  PROD_REGS=cfg.producer_regs, ACCURATE=accurate)
     fn = hopper.attn_kernel
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
@@ -127,12 +129,14 @@ def test_hazard_check_finds_an_overwritten_register_a():
     assert [x[1] for x in register_a_hazards(sass)] == ["VIADD R154, R3, 0x1", "FADD R30, R3, R4"]
 
 
-def test_compiles_for_sm90_without_spills_or_register_a_hazards():
-    kernel = _compile()
+@pytest.mark.parametrize("accurate", [False, True])
+def test_compiles_for_sm90_without_spills_or_register_a_hazards(accurate):
+    kernel = _compile(accurate)
     from triton.tools.disasm import get_sass
 
     sass = get_sass(kernel.asm["cubin"])
-    assert re.search(r"\bIGMMA\b", sass) and re.search(r"\bQGMMA\b", sass)  # int8 QK^T and e4m3 PV on wgmma
+    pv = r"\bHGMMA\.64x128x16\.F32\.BF16\b" if accurate else r"\bQGMMA\b"  # P V: bf16 or e4m3 operands
+    assert re.search(r"\bIGMMA\b", sass) and re.search(pv, sass)  # int8 QK^T and P V on wgmma
     assert re.search(r"\bSTSM\b", sass)  # P stored with stmatrix (hopper_loop.store_p)
     assert not re.search(r"\b(STL|LDL)\b", sass), "register spills"
     assert kernel.metadata.shared <= SMEM_LIMIT
@@ -148,7 +152,7 @@ import quant.attention.triton as qa
 class Broken:  # a Gluon kernel that does not compile on this Triton
     calls = 0
     @staticmethod
-    def attention(q, k, v, scale):
+    def attention(q, k, v, scale, accurate):
         Broken.calls += 1
         raise triton.CompilationError("src", ast.parse("x").body[0], "gone in this Triton")
 

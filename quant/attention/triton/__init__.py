@@ -4,7 +4,7 @@ Q per token and K (minus its per-channel mean over the keys) per key block in in
 the online softmax in the exp2 domain; P and V in e4m3 (V per channel), or, with accurate=True, P and V
 in the input dtype. Q/K/V are quantized by a Triton pre-pass (quantize.py) that reads the [B, H, L, D]
 inputs through their strides (no torch copies); the main kernel is kernel.py, its launch configs
-configs.py; on sm90 the fp8 mode at head dim 128 runs the warp-specialized Gluon kernel hopper.py instead.
+configs.py; on sm90 both modes at head dim 128 run the warp-specialized Gluon kernel hopper.py instead.
 Importing this package never fails: without Triton, `unsupported_reason` says so.
 Under torch.compile the kernel is the custom op `comfyui_quantized::quantized_attention` (one opaque graph
 node: dynamo never traces the Triton launches and their TMA descriptors); eager calls skip the op's dispatch.
@@ -62,11 +62,9 @@ _HOPPER: dict = {}  # the Gluon kernel: "module" (or None), "reason" it cannot r
 
 
 def hopper_reason(q: Tensor, k: Tensor, accurate: bool) -> Optional[str]:
-    """None when the warp-specialized Hopper kernel (hopper.py) runs this call, else why the Triton kernel
-    does: accurate mode, not an sm90 GPU, head dim, fewer than two key tiles, or Gluon missing / Triton older
-    than the one it was built for."""
-    if accurate:
-        return "accurate mode"
+    """None when the warp-specialized Hopper kernel (hopper.py, both modes) runs this call, else why the Triton
+    kernel does: not an sm90 GPU, head dim, fewer than two key tiles, or Gluon missing / Triton older than the one
+    it was built for."""
     if q.device.type != "cuda" or _interpreted() or torch.cuda.get_device_capability(q.device) != (9, 0):
         return "not an sm90 GPU"
     if not _HOPPER:
@@ -95,7 +93,7 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float, accurate: bool) ->
     with on_gpu:
         if hopper_reason(q, k, accurate) is None:
             try:
-                out = _HOPPER["module"].attention(q, k, v, scale)
+                out = _HOPPER["module"].attention(q, k, v, scale, accurate)
                 _HOPPER["ran"] = True
                 return out
             except (triton.CompilationError, RuntimeError) as e:

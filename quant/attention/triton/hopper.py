@@ -1,9 +1,10 @@
-"""Hopper (sm90) kernel of the fp8 quantized attention, warp-specialized, in Triton's Gluon dialect.
+"""Hopper (sm90) kernel of the quantized attention, warp-specialized, in Triton's Gluon dialect.
 
-Same operands and math as kernel.py's fp8 mode with the Q pre-pass (quantize.py: q8 [BH * Lq, DP] int8 and
-qs [BH * Lq] fp32 with the softmax scale * log2 e, k8 [BH * Lk_pad, DP] int8 and ks [BH, Lk_pad / BN] fp32,
-vt [BH * DP, Lk_pad] e4m3 with its keys in quantize.key_order, and vs [BH, DP] fp32), head dim 128 only.
-Output o [B, Lq, H, D] (unit channel stride), rows >= Lq dropped.
+Same operands and math as kernel.py with the Q pre-pass (quantize.py: q8 [BH * Lq, DP] int8 and qs [BH * Lq]
+fp32 with the softmax scale * log2 e, k8 [BH * Lk_pad, DP] int8 and ks [BH, Lk_pad / BN] fp32; fp8 mode: vt
+[BH * DP, Lk_pad] e4m3 with its keys in quantize.key_order and vs [BH, DP] fp32; accurate mode: v16
+[BH * Lk_pad, DP] in the input dtype), head dim 128 only. Output o [B, Lq, H, D] (unit channel stride), rows
+>= Lq dropped.
 
 Structure (FlashAttention-3's): one program per 128 query rows x (batch, head); a producer warp loads the
 two consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (a ready
@@ -34,18 +35,19 @@ HEAD_DIM = 128
 
 
 class Launch(NamedTuple):
-    """Launch shape (H200 A/B in bench/results/h200-attention.md: with 3 stages the load of key tile j + 1
+    """Launch shape (H200 A/B in bench/results/h200-attention.md: fp8 with 3 stages, the load of key tile j + 1
     into the stage that PV(j - 2) frees comes late, 5-12% slower; 5 stages 1-2% slower than 4)."""
     block_n: int = 128  # keys per tile
     rows: int = 64  # query rows per consumer warpgroup
     consumers: int = 2  # consumer warpgroups per program (they share the K / V ring)
-    stages: int = 4
+    stages: int = 4  # >= 3: QK^T(j + 1) is issued while PV(j - 1) still holds its stage
     maxnreg: int = 168  # registers per thread at launch: 1 program per SM (12 warps)
     consumer_regs: int = 240
     producer_regs: int = 24
 
 
 LAUNCH = Launch()
+LAUNCH_ACCURATE = Launch(stages=3)  # 16-bit V and P: 4 stages would need 272 KB of shared memory (227 KB)
 
 
 def version_reason() -> Optional[str]:
@@ -67,21 +69,28 @@ def shape_reason(head_dim: int, keys: int, cfg: Launch = LAUNCH) -> Optional[str
 
 @gluon.jit
 def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
-              vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, WG: gl.constexpr, STAGES: gl.constexpr):
-    """Consumer warpgroup WG: rows WG * BM.. of the program's block; stores O / l * vs into o."""
+              vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, WG: gl.constexpr, STAGES: gl.constexpr,
+              ACCURATE: gl.constexpr):
+    """Consumer warpgroup WG: rows WG * BM.. of the program's block; stores O / l (times vs in fp8 mode) into o."""
     BM: gl.constexpr = q_smem.shape[1]
     DP: gl.constexpr = q_smem.shape[2]
     NCONS: gl.constexpr = q_smem.shape[0]
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, 128, 32])
+    KO: gl.constexpr = 16 if ACCURATE else 32  # the P V wgmma's K step: 16-bit or 8-bit operands
+    BN: gl.constexpr = k_smem.shape[1]
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 32])
+    mma_o: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, DP, KO])
     bh = gl.program_id(1)
-    rows = gl.program_id(0) * (BM * NCONS) + WG * BM + gl.arange(0, BM, layout=gl.SliceLayout(1, mma))
-    cols = gl.arange(0, DP, layout=gl.SliceLayout(0, mma))
+    row0 = gl.program_id(0) * (BM * NCONS) + WG * BM
+    rows = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, mma))
     qs = gl.load(qs_ptr + bh * LQ + rows, mask=rows < LQ, other=0.0)
     mbarrier.wait(q_bar.index(0), 0)
     acc, l_i = attend(q_smem.index(WG), k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr + bh * nkb, qs,
-                      nkb, LK, 2 * WG, STAGES, mma)
-    vs = gl.load(vs_ptr + bh * DP + cols)
-    out = acc * gl.expand_dims(1.0 / l_i, 1) * gl.expand_dims(vs, 0)
+                      nkb, LK, 2 * WG, STAGES, ACCURATE, mma, mma_o)
+    rows = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, mma_o))
+    cols = gl.arange(0, DP, layout=gl.SliceLayout(0, mma_o))
+    out = acc * gl.expand_dims(1.0 / l_i, 1)
+    if not ACCURATE:
+        out = out * gl.expand_dims(gl.load(vs_ptr + bh * DP + cols), 0)
     b = (bh // H).to(gl.int64)
     h = (bh % H).to(gl.int64)
     offs = b * sob + h * soh + gl.expand_dims(rows.to(gl.int64) * sol, 1) + gl.expand_dims(cols, 0)
@@ -90,9 +99,10 @@ def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs
 
 @gluon.jit
 def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty, q_row,
-              kv0, vt0, nkb, STAGES: gl.constexpr):
+              kv0, vt0, nkb, STAGES: gl.constexpr, ACCURATE: gl.constexpr):
     """Producer warp: TMA loads of the consumers' Q tiles (once), then per key tile j the K tile [BN, DP] and
-    the V^T tile [DP, BN] into stage j % STAGES once both consumers freed it (empty)."""
+    the V^T tile [DP, BN] (accurate mode: the V tile [BN, DP]) into stage j % STAGES once both consumers freed
+    it (empty)."""
     NCONS: gl.constexpr = q_smem.shape[0]
     BM: gl.constexpr = q_smem.shape[1]
     BN: gl.constexpr = k_smem.shape[1]
@@ -106,24 +116,30 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_
         mbarrier.expect(k_ready.index(st), k_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(k_desc, [kv0 + j * BN, 0], k_ready.index(st), k_smem.index(st))
         mbarrier.expect(v_ready.index(st), v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(v_desc, [vt0, j * BN], v_ready.index(st), v_smem.index(st))
+        if ACCURATE:
+            tma.async_copy_global_to_shared(v_desc, [kv0 + j * BN, 0], v_ready.index(st), v_smem.index(st))
+        else:
+            tma.async_copy_global_to_shared(v_desc, [vt0, j * BN], v_ready.index(st), v_smem.index(st))
 
 
 @gluon.jit
 def attn_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK, LK_PAD, sob, sol, soh,
-                NCONS: gl.constexpr, STAGES: gl.constexpr, CONS_REGS: gl.constexpr, PROD_REGS: gl.constexpr):
+                NCONS: gl.constexpr, STAGES: gl.constexpr, CONS_REGS: gl.constexpr, PROD_REGS: gl.constexpr,
+                ACCURATE: gl.constexpr):
     """Grid (cdiv(Lq, NCONS * BM), B * H). q_desc: q8 tiles [BM, DP]; k_desc: k8 tiles [BN, DP]; v_desc: vt
-    tiles [DP, BN]. Allocates the shared-memory rings, P buffers and barriers, then forks the partitions."""
+    tiles [DP, BN] (accurate mode: v16 tiles [BN, DP]). Allocates the shared-memory rings, P buffers (in V's
+    dtype) and barriers, then forks the partitions."""
     BM: gl.constexpr = q_desc.block_type.shape[0]
     DP: gl.constexpr = q_desc.block_type.shape[1]
     BN: gl.constexpr = k_desc.block_type.shape[0]
+    PD: gl.constexpr = v_desc.dtype
     bh = gl.program_id(1)
     nkb = LK_PAD // BN
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [NCONS, BM, DP], q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BN, DP], k_desc.layout)
-    v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, DP, BN], v_desc.layout)
-    p_smem = gl.allocate_shared_memory(gl.float8e4nv, [2 * NCONS, BM, BN],
-                                       gl.NVMMASharedLayout.get_default_for([BM, BN], gl.float8e4nv))
+    v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, v_desc.block_type.shape[0], v_desc.block_type.shape[1]],
+                                       v_desc.layout)
+    p_smem = gl.allocate_shared_memory(PD, [2 * NCONS, BM, BN], gl.NVMMASharedLayout.get_default_for([BM, BN], PD))
     q_bar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -138,11 +154,11 @@ def attn_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK
     q_row = bh * LQ + gl.program_id(0) * (NCONS * BM)
     gl.warp_specialize([
         (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
-                     vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, STAGES)),
+                     vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, STAGES, ACCURATE)),
         (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
-                     vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 1, STAGES)),
+                     vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 1, STAGES, ACCURATE)),
         (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty,
-                     q_row, bh * LK_PAD, bh * DP, nkb, STAGES)),
+                     q_row, bh * LK_PAD, bh * DP, nkb, STAGES, ACCURATE)),
     ], [4, 1], [CONS_REGS, PROD_REGS])
 
 
@@ -152,28 +168,41 @@ def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
 
 
+_GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
+
+
 def launch(q8: torch.Tensor, qs: torch.Tensor, ops: Operands, out: torch.Tensor, heads: int, lq: int, lk: int,
            cfg: Launch = LAUNCH) -> None:
     """attn_kernel on quantized operands (q8/qs from quantize_q, ops from quantize with block_n = cfg.block_n
-    and key_perm=True, at least two key tiles) into out [B, Lq, H, D] (bf16 / fp16, unit channel stride)."""
+    and, in fp8 mode, key_perm=True; at least two key tiles) into out [B, Lq, H, D] (bf16 / fp16, unit channel
+    stride). The mode is the operands': accurate when ops.vs is None."""
     dp = ops.k8.shape[1]
     reason = shape_reason(dp, lk, cfg)
     if reason:
         raise ValueError(f"hopper attention: {reason}")
+    if cfg.stages < 3:
+        raise ValueError(f"hopper attention: {cfg.stages} stages (the loop needs 3: it would wait forever)")
+    accurate = ops.vs is None
+    if accurate:
+        v_desc = _desc(ops.v, [cfg.block_n, dp], _GL_DTYPES[ops.v.dtype])
+    else:
+        v_desc = _desc(ops.v, [dp, cfg.block_n], gl.float8e4nv)
     grid = (triton.cdiv(lq, cfg.rows * cfg.consumers), ops.ks.shape[0])
-    attn_kernel[grid](_desc(q8, [cfg.rows, dp], gl.int8), _desc(ops.k8, [cfg.block_n, dp], gl.int8),
-                      _desc(ops.v, [dp, cfg.block_n], gl.float8e4nv), qs, ops.ks, ops.vs, out, heads, lq, lk,
-                      ops.lk_pad, out.stride(0), out.stride(1), out.stride(2), NCONS=cfg.consumers,
-                      STAGES=cfg.stages, CONS_REGS=cfg.consumer_regs, PROD_REGS=cfg.producer_regs, num_warps=4,
+    attn_kernel[grid](_desc(q8, [cfg.rows, dp], gl.int8), _desc(ops.k8, [cfg.block_n, dp], gl.int8), v_desc, qs,
+                      ops.ks, ops.ks if accurate else ops.vs, out, heads, lq, lk, ops.lk_pad, out.stride(0),
+                      out.stride(1), out.stride(2), NCONS=cfg.consumers, STAGES=cfg.stages,
+                      CONS_REGS=cfg.consumer_regs, PROD_REGS=cfg.producer_regs, ACCURATE=accurate, num_warps=4,
                       maxnreg=cfg.maxnreg)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, cfg: Launch = LAUNCH
-              ) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, accurate: bool = False,
+              cfg: Optional[Launch] = None) -> torch.Tensor:
     """q [B, H, Lq, 128], k/v [B, H, Lk, 128] (any strides, Lk > cfg.block_n) -> [B, H, Lq, 128] in q.dtype,
-    storage [B, Lq, H, D]: the pre-pass (quantize, quantize_q), then attn_kernel."""
+    storage [B, Lq, H, D]: the pre-pass (quantize, quantize_q), then attn_kernel (cfg: LAUNCH or
+    LAUNCH_ACCURATE by mode)."""
+    cfg = cfg or (LAUNCH_ACCURATE if accurate else LAUNCH)
     bsz, heads, lq, d = q.shape
-    ops = quantize(k, v, cfg.block_n, False, key_perm=True)
+    ops = quantize(k, v, cfg.block_n, accurate, key_perm=not accurate)
     q8, qs = quantize_q(q, scale * LOG2E)
     out = torch.empty(bsz, lq, heads, d, device=q.device, dtype=q.dtype)
     launch(q8, qs, ops, out, heads, lq, k.shape[2], cfg)

@@ -1,10 +1,12 @@
 """Consumer main loop of the Hopper (sm90) attention kernel (hopper.py), written in Gluon.
 
 Layouts: S [BM, BN] int32 and O [BM, DP] fp32 in the wgmma accumulator layout `mma`; Q [BM, DP] int8 in
-registers (the QK^T wgmma's A operand, loaded once); K stages [BN, DP] int8, V^T stages [DP, BN] e4m3 (keys
-in quantize.key_order) and P buffers [BM, BN] e4m3 (columns in the same order) in shared memory (128-byte
-swizzle). Math as kernel.py's fp8 mode: int8 scores, the magic-number int32 -> fp32 conversion folded into
-the row bias, online softmax in the exp2 domain, P * 2**P_LOG2 and V in e4m3, fp32 accumulator.
+registers (the QK^T wgmma's A operand, loaded once); K stages [BN, DP] int8 and P buffers [BM, BN] in shared
+memory (128-byte swizzle), P in V's dtype. fp8 mode: V^T stages [DP, BN] e4m3 with their keys in
+quantize.key_order, P's columns in the same order; accurate mode: V stages [BN, DP] in the input dtype (bf16 /
+fp16, the wgmma reads them N-major), P in that dtype. Math as kernel.py's: int8 scores, the magic-number
+int32 -> fp32 conversion folded into the row bias, online softmax in the exp2 domain, fp32 accumulator; the
+fp8 mode scales P by 2**P_LOG2 before its e4m3 cast.
 
 Schedule ("deep"): iteration j issues PV(j-1) and QK^T(j+1) and runs softmax(j) while both are on the tensor
 cores; one wait(0) retires both, so no wgmma is in flight across the loop's back edge. P goes through shared
@@ -20,8 +22,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
-from .kernel import MAGIC_F, MAGIC_I
-from .kernel import P_LOG2_FP8 as P_LOG2
+from .kernel import MAGIC_F, MAGIC_I, P_LOG2_FP8
 
 # partition-wide barrier: gl.thread_barrier up to Triton 3.6, gl.barrier from 3.7 on
 _barrier = getattr(gl, "thread_barrier", None) or gl.barrier
@@ -34,10 +35,11 @@ def release(bar):
 
 
 @gluon.jit
-def softmax_tile(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, mma: gl.constexpr):
+def softmax_tile(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, P_LOG2: gl.constexpr, P_DTYPE: gl.constexpr,
+                 mma: gl.constexpr):
     """One tile of the online softmax. s [BM, BN] int32 scores (layout mma), cs [BM] their scale (q scale *
     k block scale), m_i / l_i [BM] running max / sum; MASK: keys >= LK get -inf (last tile only). Returns P *
-    2**P_LOG2 in e4m3 (layout mma), the accumulator rescale alpha, and the new m_i, l_i."""
+    2**P_LOG2 in P_DTYPE (layout mma), the accumulator rescale alpha, and the new m_i, l_i."""
     sf = (s + MAGIC_I).to(gl.float32, bitcast=True)  # value + MAGIC_F, exact for |value| < 2**22
     if MASK:
         cols = col0 + gl.arange(0, s.shape[1], layout=gl.SliceLayout(0, mma))
@@ -53,18 +55,26 @@ def softmax_tile(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, mma: gl.constexp
         x = gl.where(valid, x, float("-inf"))
     p = gl.exp2(x)
     l_i = l_i * alpha + gl.sum(p, 1)
-    return p.to(gl.float8e4nv), alpha, m_new, l_i
+    return p.to(P_DTYPE), alpha, m_new, l_i
 
 
 @gluon.jit
-def store_p(p_smem, buf, p):
-    """P tile [BM, BN] e4m3 (layout mma) -> p_smem.index(buf), made visible to the wgmma (async proxy). The
+def _rows_of(x, acc):
+    """Row vector x in the row layout of the accumulator acc (a no-op when they already match)."""
+    return gl.expand_dims(gl.convert_layout(x, gl.SliceLayout(1, acc.type.layout)), 1)
+
+
+@gluon.jit
+def store_p(p_smem, buf, p, ACCURATE: gl.constexpr):
+    """P tile [BM, BN] (layout mma) -> p_smem.index(buf), made visible to the wgmma (async proxy). In e4m3 the
     columns are relabelled first (column 16a + 8b + 2u + e -> 16a + 4u + 2b + e, free in registers): each thread
     then holds 4 adjacent bytes per row, and the store is 4 stmatrix instead of 32 two-byte stores per thread.
-    The values tile V^T is stored with its keys in the same order (quantize.key_order), so P V is unchanged."""
+    The values tile V^T is stored with its keys in the same order (quantize.key_order), so P V is unchanged.
+    A 16-bit P (accurate mode) already holds 4 adjacent bytes per row and is stored as it is."""
     BM: gl.constexpr = p.shape[0]
     BN: gl.constexpr = p.shape[1]
-    p = gl.reshape(gl.permute(gl.reshape(p, [BM, BN // 16, 2, 4, 2]), [0, 1, 3, 2, 4]), [BM, BN])
+    if not ACCURATE:
+        p = gl.reshape(gl.permute(gl.reshape(p, [BM, BN // 16, 2, 4, 2]), [0, 1, 3, 2, 4]), [BM, BN])
     p_smem.index(buf).store(p)
     fence_async_shared()
 
@@ -78,53 +88,61 @@ def _qk(q_s, k_smem, k_ready, j, STAGES: gl.constexpr, zero_s):
 
 
 @gluon.jit
-def _pv(p_smem, v_smem, v_ready, acc, j, P0: gl.constexpr, STAGES: gl.constexpr):
+def _pv(p_smem, v_smem, v_ready, acc, j, P0: gl.constexpr, STAGES: gl.constexpr, ACCURATE: gl.constexpr):
     """Waits for value tile j and issues O += P_j V_j (async) with P_j from buffer P0 + j % 2."""
     st = j % STAGES
     mbarrier.wait(v_ready.index(st), (j // STAGES) & 1)
-    return warpgroup_mma(p_smem.index(P0 + j % 2), v_smem.index(st).permute((1, 0)), acc, is_async=True)
+    v = v_smem.index(st)
+    if not ACCURATE:
+        v = v.permute((1, 0))  # V^T stage [DP, BN] -> [BN, DP], K-major as e4m3 wgmma operands must be
+    return warpgroup_mma(p_smem.index(P0 + j % 2), v, acc, is_async=True)
 
 
 @gluon.jit
 def attend(q_s, k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr, qs, nkb, LK,
-           P0: gl.constexpr, STAGES: gl.constexpr, mma: gl.constexpr):
+           P0: gl.constexpr, STAGES: gl.constexpr, ACCURATE: gl.constexpr, mma: gl.constexpr,
+           mma_o: gl.constexpr):
     """The main loop over nkb >= 2 key tiles for BM query rows (q_s [BM, DP] in shared memory, qs [BM] their
     scales, ks_ptr the head's key-block scales). P buffers P0, P0 + 1 of p_smem. A stage (K and V tile) is
     released once, after the PV that last reads it. Returns O [BM, DP] fp32 (unnormalised, layout mma) and l
     [BM] (sum of P * 2**P_LOG2)."""
+    P_LOG2: gl.constexpr = 0.0 if ACCURATE else P_LOG2_FP8
+    PD: gl.constexpr = p_smem.dtype
     BM: gl.constexpr = q_s.shape[0]
     DP: gl.constexpr = q_s.shape[1]
     BN: gl.constexpr = k_smem.shape[1]
     row_l: gl.constexpr = gl.SliceLayout(1, mma)
     m_i = gl.full([BM], float("-inf"), gl.float32, row_l)
     l_i = gl.full([BM], 0.0, gl.float32, row_l)
-    acc = gl.full([BM, DP], 0.0, gl.float32, mma)
+    acc = gl.full([BM, DP], 0.0, gl.float32, mma_o)
     zero_s = gl.full([BM, BN], 0, gl.int32, mma)
     q_s = q_s.load(gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4))  # Q as the wgmma's register A
 
     s = warpgroup_mma_wait(num_outstanding=0, deps=[_qk(q_s, k_smem, k_ready, 0, STAGES, zero_s)])
     s_tok = _qk(q_s, k_smem, k_ready, 1, STAGES, zero_s)
-    p8, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr), m_i, l_i, 0, LK, False, mma)
-    store_p(p_smem, P0, p8)
+    p, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr), m_i, l_i, 0, LK, False, P_LOG2, PD, mma)
+    store_p(p_smem, P0, p, ACCURATE)
     s = warpgroup_mma_wait(num_outstanding=0, deps=[s_tok])
     _barrier()  # every thread's P stores are done before any wgmma reads them
     for j in range(1, nkb - 1):
-        a_tok = _pv(p_smem, v_smem, v_ready, acc, j - 1, P0, STAGES)
+        a_tok = _pv(p_smem, v_smem, v_ready, acc, j - 1, P0, STAGES, ACCURATE)
         s_tok = _qk(q_s, k_smem, k_ready, j + 1, STAGES, zero_s)
-        p8, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, mma)
-        store_p(p_smem, P0 + j % 2, p8)
+        p, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, P_LOG2, PD, mma)
+        store_p(p_smem, P0 + j % 2, p, ACCURATE)
         acc, s = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok, s_tok])
         _barrier()  # P_j stored and fenced by every thread before the next PV reads it
         release(empty.index((j - 1) % STAGES))
-        acc = acc * gl.expand_dims(alpha, 1)
+        acc = acc * _rows_of(alpha, acc)
     last = nkb - 1
-    a_tok = _pv(p_smem, v_smem, v_ready, acc, last - 1, P0, STAGES)
-    p8, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + last), m_i, l_i, last * BN, LK, True, mma)
-    store_p(p_smem, P0 + last % 2, p8)
+    a_tok = _pv(p_smem, v_smem, v_ready, acc, last - 1, P0, STAGES, ACCURATE)
+    p, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + last), m_i, l_i, last * BN, LK, True, P_LOG2, PD,
+                                      mma)
+    store_p(p_smem, P0 + last % 2, p, ACCURATE)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
     _barrier()
     release(empty.index((last - 1) % STAGES))
-    acc = acc * gl.expand_dims(alpha, 1)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=[_pv(p_smem, v_smem, v_ready, acc, last, P0, STAGES)])
+    acc = acc * _rows_of(alpha, acc)
+    acc = warpgroup_mma_wait(num_outstanding=0,
+                             deps=[_pv(p_smem, v_smem, v_ready, acc, last, P0, STAGES, ACCURATE)])
     release(empty.index(last % STAGES))
-    return acc, l_i
+    return acc, gl.convert_layout(l_i, gl.SliceLayout(1, mma_o))

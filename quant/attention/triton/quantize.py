@@ -29,7 +29,9 @@ TINY = tl.constexpr(base.TINY)
 
 CHUNK = 2048  # keys per program of the statistics pass
 KV_BLOCKS = 8  # key blocks per program of the K/V quantizer (amortises its read of the partials)
-ROWS = 64  # rows per step of the statistics pass and per program of the Q quantizer
+ROWS = 32  # rows per step of the statistics pass and per program of the Q quantizer
+# 4 warps per program in each launch: H200 sweep at B2 H40 L32760 (bench/results/h200-attention.md), statistics
+# 0.33 ms (4.1 TB/s) against 0.63 ms with 64 rows and 8 warps, K/V quantizer 0.61 against 0.82 ms with 8 warps
 
 
 class Operands(NamedTuple):
@@ -151,7 +153,7 @@ def quantize(k: torch.Tensor, v: torch.Tensor, block_n: int, accurate: bool, key
     ksum = torch.empty(bh, nchunks, dp, device=dev, dtype=f32)
     vmax = torch.empty(bh, nchunks, dp, device=dev, dtype=f32)
     _stats_kernel[(nchunks, bh)](k, v, ksum, vmax, heads, lk, *k.stride(), *v.stride(),
-                                 D=d, DP=dp, CHUNK=CHUNK, ROWS=ROWS, num_warps=8)
+                                 D=d, DP=dp, CHUNK=CHUNK, ROWS=ROWS, num_warps=4)
     k8 = torch.empty(bh * lk_pad, dp, device=dev, dtype=torch.int8)
     ks = torch.empty(bh, nkb, device=dev, dtype=f32)
     if accurate:
@@ -162,7 +164,7 @@ def quantize(k: torch.Tensor, v: torch.Tensor, block_n: int, accurate: bool, key
     _quant_kv_kernel[(ceil_div(nkb, KV_BLOCKS), bh)](
         k, v, ksum, vmax, k8, ks, vo, vs if vs is not None else ks, heads, lk, lk_pad, nchunks, *k.stride(),
         *v.stride(), D=d, DP=dp, BLOCK_N=block_n, NCHUNKS_P=triton.next_power_of_2(nchunks), KV_BLOCKS=KV_BLOCKS,
-        ACCURATE=accurate, KEY_PERM=key_perm, num_warps=8)
+        ACCURATE=accurate, KEY_PERM=key_perm, num_warps=4)
     return Operands(k8, ks, vo, vs, lk_pad)
 
 
