@@ -4,11 +4,12 @@ qattn: Q/K int8 (K's per-channel mean removed), P/V e4m3, fp32 softmax and accum
 the same with P/V in 16 bit. The Triton package is imported at first use (the probe's import error is the
 reason it cannot run); its `unsupported_reason` is the per-call rule (head dim, dtype, GPU, Triton).
 Where it was measured slower than SDPA (bench/results/h200-attention.md, H200) the call takes SDPA:
-both modes below 4096 keys (fp8, Wan cross-attention, 512 keys: 0.66-0.74x; 2048: 1.02x; 4096: 1.10x) or
-below 500k query rows B*H*Lq (Flux 1x24x4608: 0.78x); the accurate mode also at head dim 96 (0.90x). Measured
-faster: fp8 1.40-1.52x on Wan self-attention with the Hopper (Gluon) kernel at D 128 (the Triton kernel alone:
-1.27-1.32x; D 64 / 96: 1.10x / 1.08x), accurate 1.04-1.08x at D 128 (Q pre-pass config) and 1.05x at D 64;
-the accurate mode's short-key rule is the fp8 mode's (not measured apart).
+fp8 below 4096 keys (Wan cross-attention, 512 keys: 0.66-0.74x; 2048: 1.02x; 4096: 1.20x), the accurate mode
+below 8192 (4096 keys: 0.96-0.97x, 32760: 1.11-1.13x; 8192 lies between and was not measured), both below 500k
+query rows B*H*Lq (Flux 1x24x4608: 0.78x); the accurate mode also at head dim 96 (0.90x). Measured
+faster: fp8 1.42-1.52x on Wan self-attention with the Hopper (Gluon) kernel at D 128 (the Triton kernel alone:
+1.27-1.32x; D 64 / 96: 1.10x / 1.08x), accurate 1.11-1.12x at D 128 with the Hopper kernel (the Triton kernel:
+1.06-1.08x) and 1.05x at D 64.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from torch import Tensor
 from ..kernels.base import NATIVE, UNAVAILABLE, Availability
 from .base import AttentionKernel
 
-MIN_KEYS, MIN_ROWS = 4096, 500_000  # measured on the H200 (see above)
+MIN_KEYS, MIN_KEYS_ACCURATE, MIN_ROWS = 4096, 8192, 500_000  # from H200 measurements (see above)
 _HINT = "pip install triton (Linux wheels ship with PyTorch)"
 
 
@@ -57,14 +58,16 @@ def _run(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float], accurate: bool
     return _package().quantized_attention(q, k, v, scale=scale, accurate=accurate)
 
 
-def _kernel(name: str, accurate: bool, what: str, fast_head_dims: tuple[int, ...]) -> AttentionKernel:
+def _kernel(name: str, accurate: bool, what: str, fast_head_dims: tuple[int, ...], min_keys: int) -> AttentionKernel:
     return AttentionKernel(name=name, description=f"the pack's own quantized attention (Triton / Gluon): {what}",
                            install_hint=_HINT, probe=probe, run=partial(_run, accurate=accurate), cuda_only=False,
-                           quantized=True, check=_check, min_keys=MIN_KEYS, min_rows=MIN_ROWS,
+                           quantized=True, check=_check, min_keys=min_keys, min_rows=MIN_ROWS,
                            fast_head_dims=fast_head_dims)
 
 
 KERNELS = (
-    _kernel("qattn", False, "int8 Q/K, fp8 P/V (warp-specialized Gluon kernel on sm90); measured on Hopper only", ()),
-    _kernel("qattn-accurate", True, "int8 Q/K, 16-bit P/V (closer to SDPA); measured on Hopper only", (64, 128)),
+    _kernel("qattn", False, "int8 Q/K, fp8 P/V (warp-specialized Gluon kernel on sm90); measured on Hopper only", (),
+            MIN_KEYS),
+    _kernel("qattn-accurate", True, "int8 Q/K, 16-bit P/V (closer to SDPA; the same Gluon kernel on sm90); measured "
+            "on Hopper only", (64, 128), MIN_KEYS_ACCURATE),
 )

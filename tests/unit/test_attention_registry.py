@@ -163,8 +163,9 @@ def test_rules_in_order():
 
 
 def test_measured_speed_rules_of_the_own_kernel(monkeypatch):
-    """H200 (bench/results/h200-attention.md): both modes from 4096 keys and 500k query rows; accurate not at D 96.
-    Wan 14B 480p self-attention runs it; its cross-attention (512 text keys) and Flux (1 x 24 x 4608) take SDPA."""
+    """H200 (bench/results/h200-attention.md): fp8 from 4096 keys, accurate from 8192 (0.97x SDPA at 4096), both
+    from 500k query rows; accurate not at D 96. Wan 14B 480p self-attention runs it; its cross-attention (512 text
+    keys) and Flux (1 x 24 x 4608) take SDPA."""
     monkeypatch.setattr(own_pkg, "unsupported_reason", lambda q, k, v: None)
     wan_self = (_shape(2, 40, 32760, 128),) * 3
     wan_cross = (_shape(2, 40, 32760, 128), _shape(2, 40, 512, 128), _shape(2, 40, 512, 128))
@@ -176,7 +177,10 @@ def test_measured_speed_rules_of_the_own_kernel(monkeypatch):
     assert attention.why_not("qattn-accurate", *(_shape(2, 24, 16384, 64),) * 3) is None
     assert attention.why_not("qattn-accurate", *(_shape(2, 24, 16384, 96),) * 3) == "head dim 96 slower than SDPA"
     assert attention.why_not("qattn", *(_shape(2, 24, 16384, 96),) * 3) is None
-    assert attention.why_not("qattn-accurate", *wan_cross) == "keys 512 < 4096"
+    assert attention.why_not("qattn-accurate", *wan_cross) == "keys 512 < 8192"
+    short = (_shape(2, 40, 32760, 128), _shape(2, 40, 4096, 128), _shape(2, 40, 4096, 128))
+    assert attention.why_not("qattn", *short) is None
+    assert attention.why_not("qattn-accurate", *short) == "keys 4096 < 8192"
     assert attention.why_not("qattn", *wan_self, full_precision=True) == "full precision asked"
     assert attention.why_not("fa3-fp8", *wan_cross) == "cpu tensors"
 
