@@ -68,7 +68,7 @@ def launch_of(variant: str):
 def run(q, k, v, cfg):
     """The Hopper kernel with launch cfg, pre-pass included (scale D ** -0.5)."""
     from quant.attention.triton import hopper
-    return hopper.attention(q, k, v, D ** -0.5, cfg)
+    return hopper.attention(q, k, v, D ** -0.5, cfg=cfg)
 
 
 def baselines() -> dict:
