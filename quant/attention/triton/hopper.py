@@ -10,10 +10,11 @@ Structure (FlashAttention-3's): one program per 128 query rows x (batch, head); 
 two consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (a ready
 mbarrier for K and for V per stage, one empty mbarrier per stage that both consumers arrive on after their
 last read of it, the PV); two consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend
-(wgmma QK^T(j+1) and PV(j-1) in flight during softmax(j)). Measured on the H200 (Triton 3.6) 1.10-1.15x the
-Triton kernel, 1.40-1.52x SDPA at the Wan shapes (bench/results/h200-attention.md). Gluon is Triton's
-experimental dialect: this path is taken on sm90 with Triton >= MIN_TRITON (run on 3.6; 3.8 compiles it, not
-run on a GPU), and a compile failure on another Triton falls back to the Triton kernel (see __init__.py).
+(wgmma QK^T(j+1) and PV(j-1) in flight during softmax(j)). Measured on the H200 (Triton 3.6) at the Wan shapes
+(bench/results/h200-attention.md): fp8 1.10-1.15x the Triton kernel, 1.41-1.52x SDPA; accurate 1.04-1.06x the
+Triton kernel, 1.11-1.13x SDPA. Gluon is Triton's experimental dialect: this path is taken on sm90 with
+Triton >= MIN_TRITON (run on 3.6; 3.8 compiles it, not run on a GPU), and a compile failure on another Triton
+falls back to the Triton kernel (see __init__.py).
 """
 from __future__ import annotations
 
@@ -182,7 +183,7 @@ def launch(q8: torch.Tensor, qs: torch.Tensor, ops: Operands, out: torch.Tensor,
         raise ValueError(f"hopper attention: {reason}")
     if cfg.stages < 3:
         raise ValueError(f"hopper attention: {cfg.stages} stages (the loop needs 3: it would wait forever)")
-    accurate = ops.vs is None
+    accurate = ops.vs is None  # then vs_ptr gets ks, unread
     if accurate:
         v_desc = _desc(ops.v, [cfg.block_n, dp], _GL_DTYPES[ops.v.dtype])
     else:

@@ -103,9 +103,10 @@ def attend(q_s, k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr, qs, nkb
            P0: gl.constexpr, STAGES: gl.constexpr, ACCURATE: gl.constexpr, mma: gl.constexpr,
            mma_o: gl.constexpr):
     """The main loop over nkb >= 2 key tiles for BM query rows (q_s [BM, DP] in shared memory, qs [BM] their
-    scales, ks_ptr the head's key-block scales). P buffers P0, P0 + 1 of p_smem. A stage (K and V tile) is
-    released once, after the PV that last reads it. Returns O [BM, DP] fp32 (unnormalised, layout mma) and l
-    [BM] (sum of P * 2**P_LOG2)."""
+    scales, ks_ptr the head's key-block scales) in either mode (ACCURATE: 16-bit P and V). P buffers P0, P0 + 1
+    of p_smem. A stage (K and V tile) is released once, after the PV that last reads it. S uses layout mma, O
+    mma_o (the P V wgmma's: its K step depends on the operand width). Returns O [BM, DP] fp32 (unnormalised)
+    and l [BM] (sum of P * 2**P_LOG2), both in mma_o's rows."""
     P_LOG2: gl.constexpr = 0.0 if ACCURATE else P_LOG2_FP8
     PD: gl.constexpr = p_smem.dtype
     BM: gl.constexpr = q_s.shape[0]
