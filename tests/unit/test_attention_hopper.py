@@ -145,6 +145,20 @@ def test_compiles_for_sm90_without_spills_or_register_a_hazards(accurate):
     assert ".maxnreg" in kernel.asm["ptx"] or "setmaxnreg" in kernel.asm["ptx"]
 
 
+def test_launch_refuses_fewer_than_three_stages():
+    """QK^T(j + 1) waits for the stage PV(j - 1) still holds: with 2 stages the loop would hang on the GPU."""
+    try:
+        from quant.attention.triton import hopper
+    except ImportError as e:
+        pytest.skip(f"no Gluon in this Triton: {e}")
+    from quant.attention.triton.quantize import Operands
+
+    ops = Operands(torch.empty(256, 128, dtype=torch.int8), torch.empty(1, 2), torch.empty(256, 128), None, 256)
+    with pytest.raises(ValueError, match="2 stages"):
+        hopper.launch(torch.empty(256, 128, dtype=torch.int8), torch.empty(256), ops,
+                      torch.empty(1, 256, 1, 128), 1, 256, 256, hopper.LAUNCH._replace(stages=2))
+
+
 FALLBACK = """
 import ast, logging, torch, triton
 import quant.attention.triton as qa
