@@ -63,6 +63,8 @@ SCRIPT = textwrap.dedent("""
     assert not torch.equal(order, torch.arange(plain.lk_pad))
     assert torch.equal(perm.v.view(torch.uint8), plain.v.view(torch.uint8)[:, order]), "V^T keys not in P's order"
     assert torch.equal(perm.k8, plain.k8) and torch.equal(perm.ks, plain.ks) and torch.equal(perm.vs, plain.vs)
+    acc = quantize(k, v, 128, True)  # its statistics pass skips V: K's operands must not change
+    assert torch.equal(acc.k8, plain.k8) and torch.equal(acc.ks, plain.ks) and acc.vs is None
     try:
         quantize(k, v, 128, True, key_perm=True)
         raise AssertionError("key_perm in the accurate mode was accepted")

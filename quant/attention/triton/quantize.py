@@ -1,9 +1,10 @@
 """Pre-pass of the quantized attention: K, V ([B, H, Lk, D], any strides) -> the main kernel's operands.
 
-Two launches, each reading K and V once (Q is quantized per token by the main kernel as it loads it, or, in
+Two launches, each reading K and V at most once (Q is quantized per token by the main kernel as it loads it, or, in
 configs with `q_prepass`, by `quantize_q`: q8 [BH * Lq, DP] int8, qs [BH * Lq] fp32 with the softmax scale):
-1. `_stats_kernel`: per (batch x head, chunk of CHUNK keys) the column sums of K and column absmax of V,
-   partials [BH, chunks, DP] fp32 (no atomics, deterministic).
+1. `_stats_kernel`: per (batch x head, chunk of CHUNK keys) the column sums of K and (fp8 mode only: the
+   accurate mode does not read V here) the column absmax of V, partials [BH, chunks, DP] fp32 (no atomics,
+   deterministic).
 2. `_quant_kv_kernel`: K minus its per-channel mean over the keys (softmax-invariant) to int8 per block of
    BLOCK_N keys, k8 [BH * Lk_pad, DP], ks [BH, Lk_pad / BLOCK_N]; V per channel to e4m3, stored
    transposed (K-major for the P @ V tensor-core product) vt [BH * DP, Lk_pad], scale vs [BH, DP]; with
@@ -45,7 +46,7 @@ class Operands(NamedTuple):
 
 @triton.jit
 def _stats_kernel(k_ptr, v_ptr, ksum_ptr, vmax_ptr, H, L, skb, skh, skl, skd, svb, svh, svl, svd,
-                  D: tl.constexpr, DP: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr):
+                  D: tl.constexpr, DP: tl.constexpr, CHUNK: tl.constexpr, ROWS: tl.constexpr, V_MAX: tl.constexpr):
     chunk = tl.program_id(0)
     bh = tl.program_id(1)
     nchunks = tl.num_programs(0)
@@ -58,12 +59,14 @@ def _stats_kernel(k_ptr, v_ptr, ksum_ptr, vmax_ptr, H, L, skb, skh, skl, skd, sv
         rows = (r0 + tl.arange(0, ROWS)).to(tl.int64)
         mask = (rows[:, None] < L) & (cols[None, :] < D)
         k = tl.load(k_ptr + b * skb + h * skh + rows[:, None] * skl + cols[None, :] * skd, mask=mask, other=0.0)
-        v = tl.load(v_ptr + b * svb + h * svh + rows[:, None] * svl + cols[None, :] * svd, mask=mask, other=0.0)
         ksum += k.to(tl.float32)
-        vmax = tl.maximum(vmax, tl.abs(v.to(tl.float32)))
+        if V_MAX:
+            v = tl.load(v_ptr + b * svb + h * svh + rows[:, None] * svl + cols[None, :] * svd, mask=mask, other=0.0)
+            vmax = tl.maximum(vmax, tl.abs(v.to(tl.float32)))
     out = (bh * nchunks + chunk) * DP + cols
     tl.store(ksum_ptr + out, tl.sum(ksum, 0))
-    tl.store(vmax_ptr + out, tl.max(vmax, 0))
+    if V_MAX:
+        tl.store(vmax_ptr + out, tl.max(vmax, 0))
 
 
 @triton.jit
@@ -151,9 +154,9 @@ def quantize(k: torch.Tensor, v: torch.Tensor, block_n: int, accurate: bool, key
     dev = k.device
     f32 = torch.float32
     ksum = torch.empty(bh, nchunks, dp, device=dev, dtype=f32)
-    vmax = torch.empty(bh, nchunks, dp, device=dev, dtype=f32)
+    vmax = ksum if accurate else torch.empty(bh, nchunks, dp, device=dev, dtype=f32)  # unused if accurate
     _stats_kernel[(nchunks, bh)](k, v, ksum, vmax, heads, lk, *k.stride(), *v.stride(),
-                                 D=d, DP=dp, CHUNK=CHUNK, ROWS=ROWS, num_warps=4)
+                                 D=d, DP=dp, CHUNK=CHUNK, ROWS=ROWS, V_MAX=not accurate, num_warps=4)
     k8 = torch.empty(bh * lk_pad, dp, device=dev, dtype=torch.int8)
     ks = torch.empty(bh, nkb, device=dev, dtype=f32)
     if accurate:
