@@ -9,11 +9,16 @@ int32 -> fp32 conversion folded into the row bias, online softmax in the exp2 do
 fp8 mode scales P by 2**P_LOG2 before its e4m3 cast.
 
 Schedule ("deep"): iteration j issues PV(j-1) and QK^T(j+1) and runs softmax(j) while both are on the tensor
-cores; one wait(0) retires both, so no wgmma is in flight across the loop's back edge. P goes through shared
-memory (two buffers: P_j is written while PV(j-1) reads P_{j-1}). A P kept in registers as the wgmma's A
-operand was measured faster but wrong: ptxas does not keep an in-flight wgmma's A registers alive, and
-reused them for the next softmax (NaN rows on the H200; bench/results/h200-attention.md). Q's registers are
-safe as an A operand: Q is live across the whole loop, so no instruction in it may overwrite them.
+cores; one wait(0) retires both, so no wgmma is in flight across the loop's back edge. P goes through one
+shared-memory buffer per consumer, stored after that wait (P_j overwrites P_{j-1} once PV(j-1) is done): the
+three barriers per tile (two of them placed by Triton's shared-memory hazard analysis, one around the stage
+release) then all fall after the wait, where the warpgroup's warps are in step, instead of one of them in
+the middle of the softmax (H200: 3-6% faster than two P buffers stored before the wait). A P kept in
+registers as the wgmma's A operand was measured faster but wrong: ptxas does not keep an in-flight wgmma's A
+registers alive, and reused them for the next softmax (NaN rows on the H200; bench/results/h200-attention.md);
+keeping them alive costs a repack of Triton's 8-bit values every tile (698 SASS instructions per tile instead
+of 521). Q's registers are safe as an A operand: Q is live across the whole loop, so no instruction in it may
+overwrite them.
 """
 from __future__ import annotations
 
@@ -89,13 +94,13 @@ def _qk(q_s, k_smem, k_ready, j, STAGES: gl.constexpr, zero_s):
 
 @gluon.jit
 def _pv(p_smem, v_smem, v_ready, acc, j, P0: gl.constexpr, STAGES: gl.constexpr, ACCURATE: gl.constexpr):
-    """Waits for value tile j and issues O += P_j V_j (async) with P_j from buffer P0 + j % 2."""
+    """Waits for value tile j and issues O += P_j V_j (async) with P_j from buffer P0."""
     st = j % STAGES
     mbarrier.wait(v_ready.index(st), (j // STAGES) & 1)
     v = v_smem.index(st)
     if not ACCURATE:
         v = v.permute((1, 0))  # V^T stage [DP, BN] -> [BN, DP], K-major as e4m3 wgmma operands must be
-    return warpgroup_mma(p_smem.index(P0 + j % 2), v, acc, is_async=True)
+    return warpgroup_mma(p_smem.index(P0), v, acc, is_async=True)
 
 
 @gluon.jit
@@ -103,8 +108,8 @@ def attend(q_s, k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr, qs, nkb
            P0: gl.constexpr, STAGES: gl.constexpr, ACCURATE: gl.constexpr, mma: gl.constexpr,
            mma_o: gl.constexpr):
     """The main loop over nkb >= 2 key tiles for BM query rows (q_s [BM, DP] in shared memory, qs [BM] their
-    scales, ks_ptr the head's key-block scales) in either mode (ACCURATE: 16-bit P and V). P buffers P0, P0 + 1
-    of p_smem. A stage (K and V tile) is released once, after the PV that last reads it. S uses layout mma, O
+    scales, ks_ptr the head's key-block scales) in either mode (ACCURATE: 16-bit P and V). P buffer P0 of
+    p_smem. A stage (K and V tile) is released once, after the PV that last reads it. S uses layout mma, O
     mma_o (the P V wgmma's: its K step depends on the operand width). Returns O [BM, DP] fp32 (unnormalised)
     and l [BM] (sum of P * 2**P_LOG2), both in mma_o's rows."""
     P_LOG2: gl.constexpr = 0.0 if ACCURATE else P_LOG2_FP8
@@ -129,19 +134,21 @@ def attend(q_s, k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr, qs, nkb
         a_tok = _pv(p_smem, v_smem, v_ready, acc, j - 1, P0, STAGES, ACCURATE)
         s_tok = _qk(q_s, k_smem, k_ready, j + 1, STAGES, zero_s)
         p, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, P_LOG2, PD, mma)
-        store_p(p_smem, P0 + j % 2, p, ACCURATE)
         acc, s = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok, s_tok])
-        _barrier()  # P_j stored and fenced by every thread before the next PV reads it
+        _barrier()  # PV(j - 1) retired in every warp: its stage and P buffer are free
         release(empty.index((j - 1) % STAGES))
+        store_p(p_smem, P0, p, ACCURATE)
+        _barrier()  # P_j stored and fenced by every thread before the next PV reads it
         acc = acc * _rows_of(alpha, acc)
     last = nkb - 1
     a_tok = _pv(p_smem, v_smem, v_ready, acc, last - 1, P0, STAGES, ACCURATE)
     p, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + last), m_i, l_i, last * BN, LK, True, P_LOG2, PD,
                                       mma)
-    store_p(p_smem, P0 + last % 2, p, ACCURATE)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
     _barrier()
     release(empty.index((last - 1) % STAGES))
+    store_p(p_smem, P0, p, ACCURATE)
+    _barrier()
     acc = acc * _rows_of(alpha, acc)
     acc = warpgroup_mma_wait(num_outstanding=0,
                              deps=[_pv(p_smem, v_smem, v_ready, acc, last, P0, STAGES, ACCURATE)])
