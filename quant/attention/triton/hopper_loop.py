@@ -27,6 +27,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, warpgroup_mma,
                                                               warpgroup_mma_wait)
 
+from .hopper_rescale import TAU_ACCURATE, rescale_lazy
 from .kernel import MAGIC_F, MAGIC_I, P_LOG2_FP8
 
 # partition-wide barrier: gl.thread_barrier up to Triton 3.6, gl.barrier from 3.7 on
@@ -41,10 +42,11 @@ def release(bar):
 
 @gluon.jit
 def softmax_tile(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, P_LOG2: gl.constexpr, P_DTYPE: gl.constexpr,
-                 mma: gl.constexpr):
+                 mma: gl.constexpr, TAU: gl.constexpr):
     """One tile of the online softmax. s [BM, BN] int32 scores (layout mma), cs [BM] their scale (q scale *
-    k block scale), m_i / l_i [BM] running max / sum; MASK: keys >= LK get -inf (last tile only). Returns P *
-    2**P_LOG2 in P_DTYPE (layout mma), the accumulator rescale alpha, and the new m_i, l_i."""
+    k block scale), m_i / l_i [BM] running max / sum; MASK: keys >= LK get -inf (last tile only); TAU > 0: the
+    running max moves only where a row's max passes it by more than TAU (hopper_rescale). Returns P * 2**P_LOG2
+    in P_DTYPE (layout mma), the accumulator rescale alpha, the new m_i, l_i, and where the max moved (int32)."""
     sf = (s + MAGIC_I).to(gl.float32, bitcast=True)  # value + MAGIC_F, exact for |value| < 2**22
     if MASK:
         cols = col0 + gl.arange(0, s.shape[1], layout=gl.SliceLayout(0, mma))
@@ -52,7 +54,13 @@ def softmax_tile(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, P_LOG2: gl.const
         smax = gl.max(gl.where(valid, sf, 0.0), 1)
     else:
         smax = gl.max(sf, 1)
-    m_new = gl.maximum(m_i, (smax - MAGIC_F) * cs)
+    smax = (smax - MAGIC_F) * cs
+    if TAU > 0:
+        moved = smax > m_i + TAU
+        m_new = gl.where(moved, smax, m_i)
+    else:
+        m_new = gl.maximum(m_i, smax)
+        moved = m_new > m_i
     alpha = gl.exp2(m_i - m_new)
     bias = m_new + MAGIC_F * cs - P_LOG2
     x = sf * gl.expand_dims(cs, 1) - gl.expand_dims(bias, 1)
@@ -60,13 +68,23 @@ def softmax_tile(s, cs, m_i, l_i, col0, LK, MASK: gl.constexpr, P_LOG2: gl.const
         x = gl.where(valid, x, float("-inf"))
     p = gl.exp2(x)
     l_i = l_i * alpha + gl.sum(p, 1)
-    return p.to(P_DTYPE), alpha, m_new, l_i
+    return p.to(P_DTYPE), alpha, m_new, l_i, moved.to(gl.int32)
 
 
 @gluon.jit
 def _rows_of(x, acc):
     """Row vector x in the row layout of the accumulator acc (a no-op when they already match)."""
     return gl.expand_dims(gl.convert_layout(x, gl.SliceLayout(1, acc.type.layout)), 1)
+
+
+@gluon.jit
+def _rescaled(acc, alpha, moved, LAZY: gl.constexpr):
+    """O * alpha by rows: the accurate mode skips threads whose rows kept their max (hopper_rescale)."""
+    if LAZY:
+        acc = rescale_lazy(acc, _rows_of(alpha, acc), moved)
+    else:
+        acc = acc * _rows_of(alpha, acc)
+    return acc
 
 
 @gluon.jit
@@ -113,6 +131,7 @@ def attend(q_s, k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr, qs, nkb
     mma_o (the P V wgmma's: its K step depends on the operand width). Returns O [BM, DP] fp32 (unnormalised)
     and l [BM] (sum of P * 2**P_LOG2), both in mma_o's rows."""
     P_LOG2: gl.constexpr = 0.0 if ACCURATE else P_LOG2_FP8
+    TAU: gl.constexpr = TAU_ACCURATE if ACCURATE else 0.0  # fp8: the exact running max
     PD: gl.constexpr = p_smem.dtype
     BM: gl.constexpr = q_s.shape[0]
     DP: gl.constexpr = q_s.shape[1]
@@ -126,30 +145,32 @@ def attend(q_s, k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr, qs, nkb
 
     s = warpgroup_mma_wait(num_outstanding=0, deps=[_qk(q_s, k_smem, k_ready, 0, STAGES, zero_s)])
     s_tok = _qk(q_s, k_smem, k_ready, 1, STAGES, zero_s)
-    p, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr), m_i, l_i, 0, LK, False, P_LOG2, PD, mma)
+    p, alpha, m_i, l_i, moved = softmax_tile(s, qs * gl.load(ks_ptr), m_i, l_i, 0, LK, False, P_LOG2, PD, mma,
+                                             TAU)
     store_p(p_smem, P0, p, ACCURATE)
     s = warpgroup_mma_wait(num_outstanding=0, deps=[s_tok])
     _barrier()  # every thread's P stores are done before any wgmma reads them
     for j in range(1, nkb - 1):
         a_tok = _pv(p_smem, v_smem, v_ready, acc, j - 1, P0, STAGES, ACCURATE)
         s_tok = _qk(q_s, k_smem, k_ready, j + 1, STAGES, zero_s)
-        p, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, P_LOG2, PD, mma)
+        p, alpha, m_i, l_i, moved = softmax_tile(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, P_LOG2,
+                                                 PD, mma, TAU)
         acc, s = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok, s_tok])
         _barrier()  # PV(j - 1) retired in every warp: its stage and P buffer are free
         release(empty.index((j - 1) % STAGES))
         store_p(p_smem, P0, p, ACCURATE)
         _barrier()  # P_j stored and fenced by every thread before the next PV reads it
-        acc = acc * _rows_of(alpha, acc)
+        acc = _rescaled(acc, alpha, moved, ACCURATE)
     last = nkb - 1
     a_tok = _pv(p_smem, v_smem, v_ready, acc, last - 1, P0, STAGES, ACCURATE)
-    p, alpha, m_i, l_i = softmax_tile(s, qs * gl.load(ks_ptr + last), m_i, l_i, last * BN, LK, True, P_LOG2, PD,
-                                      mma)
+    p, alpha, m_i, l_i, moved = softmax_tile(s, qs * gl.load(ks_ptr + last), m_i, l_i, last * BN, LK, True, P_LOG2,
+                                             PD, mma, TAU)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
     _barrier()
     release(empty.index((last - 1) % STAGES))
     store_p(p_smem, P0, p, ACCURATE)
     _barrier()
-    acc = acc * _rows_of(alpha, acc)
+    acc = _rescaled(acc, alpha, moved, ACCURATE)
     acc = warpgroup_mma_wait(num_outstanding=0,
                              deps=[_pv(p_smem, v_smem, v_ready, acc, last, P0, STAGES, ACCURATE)])
     release(empty.index(last % STAGES))
