@@ -11,8 +11,8 @@ two consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memor
 mbarrier for K and for V per stage, one empty mbarrier per stage that both consumers arrive on after their
 last read of it, the PV); two consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend
 (wgmma QK^T(j+1) and PV(j-1) in flight during softmax(j)). Measured on the H200 (Triton 3.6) at the Wan shapes
-(bench/results/h200-attention.md): fp8 1.10-1.15x the Triton kernel, 1.41-1.52x SDPA; accurate 1.04-1.06x the
-Triton kernel, 1.11-1.13x SDPA. Gluon is Triton's experimental dialect: this path is taken on sm90 with
+(bench/results/h200-attention.md): fp8 1.15-1.17x the Triton kernel, 1.44-1.54x SDPA; accurate 1.15-1.17x
+SDPA (the Triton kernel: 1.06-1.08x). Gluon is Triton's experimental dialect: this path is taken on sm90 with
 Triton >= MIN_TRITON (run on 3.6; 3.8 compiles it, not run on a GPU), and a compile failure on another Triton
 falls back to the Triton kernel (see __init__.py).
 """
