@@ -159,6 +159,22 @@ def test_launch_refuses_fewer_than_three_stages():
                       torch.empty(1, 256, 1, 128), 1, 256, 256, hopper.LAUNCH._replace(stages=2))
 
 
+
+def test_lazy_rescale_ptx_multiplies_each_register_by_its_alpha_and_branches_on_the_first_flag():
+    """The accurate mode's rescale PTX (hopper_rescale): output i tied to accumulator input i, times alpha i,
+    all skipped when the thread's OR-ed flag (the first flag operand) is 0."""
+    try:
+        from quant.attention.triton.hopper_rescale import _rescale_asm
+    except ImportError as e:
+        pytest.skip(f"no Gluon in this Triton: {e}")
+    asm, constraints = _rescale_asm(2)
+    assert asm == ("{ .reg .pred keep; setp.eq.s32 keep, $6, 0; @keep bra SKIP; "
+                   "mul.f32 $0, $2, $4; mul.f32 $1, $3, $5; SKIP: }")
+    assert constraints.split(",") == ["=f", "=f", "0", "1", "f", "f", "r", "r"]
+    asm, constraints = _rescale_asm(64)
+    assert asm.count("mul.f32") == 64 and "mul.f32 $63, $127, $191;" in asm and "$192, 0;" in asm
+    assert len(constraints.split(",")) == 4 * 64
+
 FALLBACK = """
 import ast, logging, torch, triton
 import quant.attention.triton as qa
