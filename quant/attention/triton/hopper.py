@@ -6,15 +6,15 @@ fp32 with the softmax scale * log2 e, k8 [BH * Lk_pad, DP] int8 and ks [BH, Lk_p
 [BH * Lk_pad, DP] in the input dtype), head dim 128 only. Output o [B, Lq, H, D] (unit channel stride), rows
 >= Lq dropped.
 
-Structure (FlashAttention-3's): one program per 128 query rows x (batch, head); a producer warp loads the
-two consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (a ready
-mbarrier for K and for V per stage, one empty mbarrier per stage that both consumers arrive on after their
-last read of it, the PV); two consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend
-(wgmma QK^T(j+1) and PV(j-1) in flight during softmax(j)). Measured on the H200 (Triton 3.6) at the Wan shapes
-(bench/results/h200-attention.md): fp8 1.15-1.17x the Triton kernel, 1.44-1.54x SDPA; accurate 1.15-1.17x
-SDPA (the Triton kernel: 1.06-1.08x). Gluon is Triton's experimental dialect: this path is taken on sm90 with
-Triton >= MIN_TRITON (run on 3.6; 3.8 compiles it, not run on a GPU), and a compile failure on another Triton
-falls back to the Triton kernel (see __init__.py).
+Structure (FlashAttention-3's): one program per 64 x NCONS query rows x (batch, head); a producer warp loads the
+consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (a ready mbarrier for
+K and for V per stage, one empty mbarrier per stage that every consumer arrives on after its last read of it, the
+PV); three (fp8) or two (accurate) consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend
+(hopper_loop's two schedules). Measured on the H200 (Triton 3.6) at the Wan shapes
+(bench/results/h200-attention.md): fp8, three consumers, 1.54-1.66x SDPA in the A/B call that chose them (two:
+1.45-1.54x); accurate, two consumers, 1.15-1.17x. Gluon is Triton's experimental dialect: this path is taken on
+sm90 with Triton >= MIN_TRITON (run on 3.6; 3.8 compiles it, not run on a GPU), and a compile failure on another
+Triton falls back to the Triton kernel (see __init__.py).
 """
 from __future__ import annotations
 
@@ -40,15 +40,17 @@ class Launch(NamedTuple):
     into the stage that PV(j - 2) frees comes late, 5-12% slower; 5 stages 0-2% slower than 4)."""
     block_n: int = 128  # keys per tile
     rows: int = 64  # query rows per consumer warpgroup
-    consumers: int = 2  # consumer warpgroups per program (they share the K / V ring)
-    stages: int = 4  # >= 3: QK^T(j + 1) is issued while PV(j - 1) still holds its stage
-    maxnreg: int = 168  # registers per thread at launch: 1 program per SM (12 warps)
-    consumer_regs: int = 240
+    consumers: int = 3  # consumer warpgroups per program, 2 or 3 (they share the K / V ring; hopper_loop)
+    stages: int = 4
+    maxnreg: int = 128  # registers a thread at launch, 1 program per SM: 16 warps (2 consumers: 12 warps, 168)
+    consumer_regs: int = 160  # 3 x 128 x 160 + 128 x 24 of the SM's 65536 (2 consumers: 240)
     producer_regs: int = 24
 
 
 LAUNCH = Launch()
-LAUNCH_ACCURATE = Launch(stages=3)  # 16-bit V and P: 4 stages would need 256 KB of shared memory (227 KB)
+# 16-bit V and P: three consumers spill at 160 registers, so two with the deep schedule (hopper_loop) at 240, and
+# 3 stages (4 would need 256 KB of shared memory, 227 KB)
+LAUNCH_ACCURATE = Launch(consumers=2, stages=3, maxnreg=168, consumer_regs=240)
 
 
 def version_reason() -> Optional[str]:
@@ -86,7 +88,7 @@ def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs
     qs = gl.load(qs_ptr + bh * LQ + rows, mask=rows < LQ, other=0.0)
     mbarrier.wait(q_bar.index(0), 0)
     acc, l_i = attend(q_smem.index(WG), k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr + bh * nkb, qs,
-                      nkb, LK, WG, STAGES, ACCURATE, mma, mma_o)
+                      nkb, LK, WG, STAGES, ACCURATE, NCONS == 2, mma, mma_o)
     rows = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, mma_o))
     cols = gl.arange(0, DP, layout=gl.SliceLayout(0, mma_o))
     out = acc * gl.expand_dims(1.0 / l_i, 1)
@@ -102,7 +104,7 @@ def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs
 def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty, q_row,
               kv0, vt0, nkb, STAGES: gl.constexpr, ACCURATE: gl.constexpr):
     """Producer warp: TMA loads of the consumers' Q tiles (once), then per key tile j the K tile [BN, DP] and
-    the V^T tile [DP, BN] (accurate mode: the V tile [BN, DP]) into stage j % STAGES once both consumers freed
+    the V^T tile [DP, BN] (accurate mode: the V tile [BN, DP]) into stage j % STAGES once every consumer freed
     it (empty)."""
     NCONS: gl.constexpr = q_smem.shape[0]
     BM: gl.constexpr = q_smem.shape[1]
@@ -153,14 +155,27 @@ def attn_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK
     fence_async_shared()
 
     q_row = bh * LQ + gl.program_id(0) * (NCONS * BM)
-    gl.warp_specialize([
-        (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
-                     vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, STAGES, ACCURATE)),
-        (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
-                     vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 1, STAGES, ACCURATE)),
-        (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty,
-                     q_row, bh * LK_PAD, bh * DP, nkb, STAGES, ACCURATE)),
-    ], [4, 1], [CONS_REGS, PROD_REGS])
+    gl.static_assert(NCONS == 2 or NCONS == 3, "two or three consumers")
+    if NCONS == 3:
+        gl.warp_specialize([
+            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
+                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, STAGES, ACCURATE)),
+            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
+                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 1, STAGES, ACCURATE)),
+            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
+                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 2, STAGES, ACCURATE)),
+            (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty,
+                         q_row, bh * LK_PAD, bh * DP, nkb, STAGES, ACCURATE)),
+        ], [4, 4, 1], [CONS_REGS, CONS_REGS, PROD_REGS])
+    else:
+        gl.warp_specialize([
+            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
+                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, STAGES, ACCURATE)),
+            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
+                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 1, STAGES, ACCURATE)),
+            (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty,
+                         q_row, bh * LK_PAD, bh * DP, nkb, STAGES, ACCURATE)),
+        ], [4, 1], [CONS_REGS, PROD_REGS])
 
 
 def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
@@ -182,7 +197,7 @@ def launch(q8: torch.Tensor, qs: torch.Tensor, ops: Operands, out: torch.Tensor,
     if reason:
         raise ValueError(f"hopper attention: {reason}")
     if cfg.stages < 3:
-        raise ValueError(f"hopper attention: {cfg.stages} stages (the loop needs 3: it would wait forever)")
+        raise ValueError(f"hopper attention: {cfg.stages} stages (3 at least: 2 deadlocked an earlier schedule)")
     accurate = ops.vs is None  # then vs_ptr gets ks, unread
     if accurate:
         v_desc = _desc(ops.v, [cfg.block_n, dp], _GL_DTYPES[ops.v.dtype])
