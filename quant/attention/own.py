@@ -7,7 +7,7 @@ Where it was measured slower than SDPA (bench/results/h200-attention.md, H200) t
 fp8 below 4096 keys (Wan cross-attention, 512 keys: 0.66-0.74x; 2048: 1.02x; 4096: 1.20x), the accurate mode
 below 8192 (4096 keys: 0.97-1.00x, 32760: 1.15-1.17x; 8192 lies between and was not measured), both below
 500k query rows B*H*Lq (Flux 1x24x4608: 0.78x); the accurate mode also at head dim 96 (0.90x). Measured
-faster: fp8 1.44-1.54x on Wan self-attention with the Hopper (Gluon) kernel at D 128 (the Triton kernel alone:
+faster: fp8 1.54-1.66x on Wan self-attention with the Hopper (Gluon) kernel at D 128 (the Triton kernel alone:
 1.25-1.31x; D 64 / 96: 1.10x / 1.08x), accurate 1.15-1.17x at D 128 with the Hopper kernel (the Triton kernel:
 1.06-1.08x) and 1.05x at D 64.
 """
