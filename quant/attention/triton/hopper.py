@@ -36,8 +36,9 @@ HEAD_DIM = 128
 
 
 class Launch(NamedTuple):
-    """Launch shape (H200 A/B in bench/results/h200-attention.md: fp8 with 3 stages, the load of key tile j + 1
-    into the stage that PV(j - 2) frees comes late, 5-12% slower; 5 stages 0-2% slower than 4)."""
+    """Launch shape (H200 A/Bs in bench/results/h200-attention.md, fp8 with two consumers: 3 stages 5-12% slower
+    than 4, the load of key tile j + 1 into the stage PV(j - 2) frees comes late; 5 stages 0-2% slower; the stage
+    count was not swept again with three consumers)."""
     block_n: int = 128  # keys per tile
     rows: int = 64  # query rows per consumer warpgroup
     consumers: int = 3  # consumer warpgroups per program, 2 or 3 (they share the K / V ring; hopper_loop)
