@@ -11,8 +11,8 @@ consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory st
 K and for V per stage, one empty mbarrier per stage that every consumer arrives on after its last read of it, the
 PV); three (fp8) or two (accurate) consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend
 (hopper_loop's two schedules). Measured on the H200 (Triton 3.6) at the Wan shapes
-(bench/results/h200-attention.md): fp8, three consumers, 1.54-1.66x SDPA in the A/B call that chose them (two:
-1.45-1.54x); accurate, two consumers, 1.15-1.17x. Gluon is Triton's experimental dialect: this path is taken on
+(bench/results/h200-attention.md): fp8, three consumers, 1.53-1.67x SDPA (two, in the A/B call that chose
+three: 1.45-1.54x); accurate, two consumers, 1.15-1.18x. Gluon is Triton's experimental dialect: this path is taken on
 sm90 with Triton >= MIN_TRITON (run on 3.6; 3.8 compiles it, not run on a GPU), and a compile failure on another
 Triton falls back to the Triton kernel (see __init__.py).
 """
