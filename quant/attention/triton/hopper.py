@@ -6,15 +6,14 @@ fp32 with the softmax scale * log2 e, k8 [BH * Lk_pad, DP] int8 and ks [BH, Lk_p
 [BH * Lk_pad, DP] in the input dtype), head dim 128 only. Output o [B, Lq, H, D] (unit channel stride), rows
 >= Lq dropped.
 
-Structure (FlashAttention-3's): one program per 64 x NCONS query rows x (batch, head); a producer warp loads the
+Structure (FlashAttention-3's): one program per 3 x 64 query rows x (batch, head); a producer warp loads the
 consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (a ready mbarrier for
 K and for V per stage, one empty mbarrier per stage that every consumer arrives on after its last read of it, the
-PV); three (fp8) or two (accurate) consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend
-(hopper_loop's two schedules). Measured on the H200 (Triton 3.6) at the Wan shapes
-(bench/results/h200-attention.md): fp8, three consumers, 1.53-1.67x SDPA (two, in the A/B call that chose
-three: 1.45-1.54x); accurate, two consumers, 1.15-1.18x. Gluon is Triton's experimental dialect: this path is taken on
-sm90 with Triton >= MIN_TRITON (run on 3.6; 3.8 compiles it, not run on a GPU), and a compile failure on another
-Triton falls back to the Triton kernel (see __init__.py).
+PV); three consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend. Measured on the H200
+(Triton 3.6) at the Wan shapes (bench/results/h200-attention.md): fp8 1.54-1.67x SDPA, accurate 1.27-1.39x (two
+consumers, the kernel before: 1.15-1.18x). Gluon is Triton's experimental dialect: this path is taken on sm90 with
+Triton >= MIN_TRITON (run on 3.6; 3.8 compiles it, not run on a GPU), and a compile failure on another Triton falls
+back to the Triton kernel (see __init__.py).
 """
 from __future__ import annotations
 
@@ -35,23 +34,23 @@ MIN_TRITON = (3, 6)
 HEAD_DIM = 128
 
 
+CONSUMERS = 3  # consumer warpgroups per program (they share the K / V ring; hopper_loop)
+
+
 class Launch(NamedTuple):
-    """Launch shape (H200 A/Bs in bench/results/h200-attention.md, fp8 with two consumers: 3 stages 5-12% slower
-    than 4, the load of key tile j + 1 into the stage PV(j - 2) frees comes late; 5 stages 0-2% slower; the stage
-    count was not swept again with three consumers)."""
+    """Launch shape (H200 A/Bs in bench/results/h200-attention.md: fp8 with three consumers, 3 and 5 stages
+    within 1% of 4)."""
     block_n: int = 128  # keys per tile
     rows: int = 64  # query rows per consumer warpgroup
-    consumers: int = 3  # consumer warpgroups per program, 2 or 3 (they share the K / V ring; hopper_loop)
     stages: int = 4
-    maxnreg: int = 128  # registers a thread at launch, 1 program per SM: 16 warps (2 consumers: 12 warps, 168)
-    consumer_regs: int = 160  # 3 x 128 x 160 + 128 x 24 of the SM's 65536 (2 consumers: 240)
+    maxnreg: int = 128  # registers a thread at launch, 1 program per SM: 16 warps
+    consumer_regs: int = 160  # 3 x 128 x 160 + 128 x 24 of the SM's 65536
     producer_regs: int = 24
 
 
 LAUNCH = Launch()
-# 16-bit V and P: three consumers spill at 160 registers, so two with the deep schedule (hopper_loop) at 240, and
-# 3 stages (4 would need 256 KB of shared memory, 227 KB)
-LAUNCH_ACCURATE = Launch(consumers=2, stages=3, maxnreg=168, consumer_regs=240)
+# 16-bit V and P: 3 stages (4 would need 264 KB of shared memory of the 227 KB; 2 measured 0.85x)
+LAUNCH_ACCURATE = Launch(stages=3)
 
 
 def version_reason() -> Optional[str]:
@@ -89,7 +88,7 @@ def _consumer(q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs
     qs = gl.load(qs_ptr + bh * LQ + rows, mask=rows < LQ, other=0.0)
     mbarrier.wait(q_bar.index(0), 0)
     acc, l_i = attend(q_smem.index(WG), k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr + bh * nkb, qs,
-                      nkb, LK, WG, STAGES, ACCURATE, NCONS == 2, mma, mma_o)
+                      nkb, LK, WG, STAGES, ACCURATE, mma, mma_o)
     rows = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, mma_o))
     cols = gl.arange(0, DP, layout=gl.SliceLayout(0, mma_o))
     out = acc * gl.expand_dims(1.0 / l_i, 1)
@@ -128,15 +127,16 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_
 
 @gluon.jit
 def attn_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK, LK_PAD, sob, sol, soh,
-                NCONS: gl.constexpr, STAGES: gl.constexpr, CONS_REGS: gl.constexpr, PROD_REGS: gl.constexpr,
+                STAGES: gl.constexpr, CONS_REGS: gl.constexpr, PROD_REGS: gl.constexpr,
                 ACCURATE: gl.constexpr):
-    """Grid (cdiv(Lq, NCONS * BM), B * H). q_desc: q8 tiles [BM, DP]; k_desc: k8 tiles [BN, DP]; v_desc: vt
+    """Grid (cdiv(Lq, 3 * BM), B * H). q_desc: q8 tiles [BM, DP]; k_desc: k8 tiles [BN, DP]; v_desc: vt
     tiles [DP, BN] (accurate mode: v16 tiles [BN, DP]). Allocates the shared-memory rings, P buffers (in V's
     dtype) and barriers, then forks the partitions."""
     BM: gl.constexpr = q_desc.block_type.shape[0]
     DP: gl.constexpr = q_desc.block_type.shape[1]
     BN: gl.constexpr = k_desc.block_type.shape[0]
     PD: gl.constexpr = v_desc.dtype
+    NCONS: gl.constexpr = 3  # CONSUMERS: the partition list below names each
     bh = gl.program_id(1)
     nkb = LK_PAD // BN
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [NCONS, BM, DP], q_desc.layout)
@@ -156,27 +156,16 @@ def attn_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK
     fence_async_shared()
 
     q_row = bh * LQ + gl.program_id(0) * (NCONS * BM)
-    gl.static_assert(NCONS == 2 or NCONS == 3, "two or three consumers")
-    if NCONS == 3:
-        gl.warp_specialize([
-            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
-                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, STAGES, ACCURATE)),
-            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
-                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 1, STAGES, ACCURATE)),
-            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
-                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 2, STAGES, ACCURATE)),
-            (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty,
-                         q_row, bh * LK_PAD, bh * DP, nkb, STAGES, ACCURATE)),
-        ], [4, 4, 1], [CONS_REGS, CONS_REGS, PROD_REGS])
-    else:
-        gl.warp_specialize([
-            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
-                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 0, STAGES, ACCURATE)),
-            (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr,
-                         vs_ptr, o_ptr, H, LQ, LK, nkb, sob, sol, soh, 1, STAGES, ACCURATE)),
-            (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty,
-                         q_row, bh * LK_PAD, bh * DP, nkb, STAGES, ACCURATE)),
-        ], [4, 1], [CONS_REGS, PROD_REGS])
+    gl.warp_specialize([
+        (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr, vs_ptr, o_ptr,
+                     H, LQ, LK, nkb, sob, sol, soh, 0, STAGES, ACCURATE)),
+        (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr, vs_ptr, o_ptr,
+                     H, LQ, LK, nkb, sob, sol, soh, 1, STAGES, ACCURATE)),
+        (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr, vs_ptr, o_ptr,
+                     H, LQ, LK, nkb, sob, sol, soh, 2, STAGES, ACCURATE)),
+        (_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, empty,
+                     q_row, bh * LK_PAD, bh * DP, nkb, STAGES, ACCURATE)),
+    ], [4, 4, 1], [CONS_REGS, CONS_REGS, PROD_REGS])
 
 
 def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
@@ -197,17 +186,17 @@ def launch(q8: torch.Tensor, qs: torch.Tensor, ops: Operands, out: torch.Tensor,
     reason = shape_reason(dp, lk, cfg)
     if reason:
         raise ValueError(f"hopper attention: {reason}")
-    if cfg.stages < 3:
-        raise ValueError(f"hopper attention: {cfg.stages} stages (3 at least: 2 deadlocked an earlier schedule)")
+    if cfg.stages < 2:
+        raise ValueError(f"hopper attention: {cfg.stages} stage (QK^T(j) and PV(j - 1) read two stages at once)")
     accurate = ops.vs is None  # then vs_ptr gets ks, unread
     if accurate:
         v_desc = _desc(ops.v, [cfg.block_n, dp], _GL_DTYPES[ops.v.dtype])
     else:
         v_desc = _desc(ops.v, [dp, cfg.block_n], gl.float8e4nv)
-    grid = (triton.cdiv(lq, cfg.rows * cfg.consumers), ops.ks.shape[0])
+    grid = (triton.cdiv(lq, cfg.rows * CONSUMERS), ops.ks.shape[0])
     attn_kernel[grid](_desc(q8, [cfg.rows, dp], gl.int8), _desc(ops.k8, [cfg.block_n, dp], gl.int8), v_desc, qs,
                       ops.ks, ops.ks if accurate else ops.vs, out, heads, lq, lk, ops.lk_pad, out.stride(0),
-                      out.stride(1), out.stride(2), NCONS=cfg.consumers, STAGES=cfg.stages,
+                      out.stride(1), out.stride(2), STAGES=cfg.stages,
                       CONS_REGS=cfg.consumer_regs, PROD_REGS=cfg.producer_regs, ACCURATE=accurate, num_warps=4,
                       maxnreg=cfg.maxnreg)
 

@@ -1,22 +1,18 @@
 """Consumer main loop of the Hopper (sm90) attention kernel (hopper.py), written in Gluon.
 
 Layouts: S [BM, BN] int32 and O [BM, DP] fp32 in the wgmma accumulator layout `mma`; K stages [BN, DP] int8
-and P buffers [BM, BN] in shared memory (128-byte swizzle), P in V's dtype; Q [BM, DP] int8 in shared memory,
-or in registers as the QK^T wgmma's A operand in the deep schedule. fp8 mode: V^T stages [DP, BN] e4m3 with
-their keys in quantize.key_order, P's columns in the same order; accurate mode: V stages [BN, DP] in the input
-dtype (bf16 / fp16, the wgmma reads them N-major), P in that dtype. Math as kernel.py's: int8 scores, the
+and P buffers [BM, BN] in shared memory (128-byte swizzle), P in V's dtype; Q [BM, DP] int8 in shared memory.
+fp8 mode: V^T stages [DP, BN] e4m3 with their keys in quantize.key_order, P's columns in the same order; accurate
+mode: V stages [BN, DP] in the input dtype (bf16 / fp16, the wgmma reads them N-major), P in that dtype. Math as kernel.py's: int8 scores, the
 magic-number int32 -> fp32 conversion folded into the row bias, online softmax in the exp2 domain, fp32
 accumulator; the fp8 mode scales P by 2**P_LOG2 before its e4m3 cast.
 
-Two schedules, by the number of consumer warpgroups (hopper.Launch):
-- three consumers at 160 registers a thread (the fp8 mode): iteration j issues QK^T(j) and PV(j-1), waits for
-  S_j only and runs softmax(j) while PV(j-1) is on the tensor cores (FlashAttention-3's within a warpgroup);
-  the other consumers' wgmmas keep the tensor cores busy while one waits for its S. Q stays in shared memory.
-  H200: 1.06-1.08x the deep schedule with two consumers.
-- "deep", two consumers at 240 registers (the accurate mode: three spill): iteration j issues PV(j-1) and
-  QK^T(j+1) and runs softmax(j) while both are on the tensor cores, a second S in flight; Q in registers
-  (live across the loop, so safe as an A operand).
-Either way one wait retires the PV, so no wgmma is in flight across the loop's back edge, and P goes through one
+Schedule (three consumer warpgroups at 160 registers a thread, hopper.py): iteration j issues QK^T(j) and
+PV(j-1), waits for S_j only and runs softmax(j) while PV(j-1) is on the tensor cores (FlashAttention-3's
+within a warpgroup); the other consumers' wgmmas keep the tensor cores busy while one waits for its S. Q stays
+in shared memory. H200: 1.06-1.08x (fp8) and 1.10-1.19x (accurate) a "deep" schedule with two consumers at 240
+registers (QK^T(j+1) and PV(j-1) in flight during softmax(j), a second S in registers), which it replaced.
+One wait retires the PV, so no wgmma is in flight across the loop's back edge, and P goes through one
 shared-memory buffer per consumer, stored after that wait (P_j overwrites P_{j-1}): the three barriers per tile
 (two placed by Triton's shared-memory hazard analysis, one around the stage release) then all fall after the
 wait, where the warpgroup's warps are in step (H200: 3-6% faster than a P stored during the softmax). A P in
@@ -139,13 +135,12 @@ def _retire(acc, p, alpha, moved, p_smem, empty, j, P0: gl.constexpr, STAGES: gl
 
 @gluon.jit
 def attend(q_s, k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr, qs, nkb, LK,
-           P0: gl.constexpr, STAGES: gl.constexpr, ACCURATE: gl.constexpr, DEEP: gl.constexpr, mma: gl.constexpr,
-           mma_o: gl.constexpr):
+           P0: gl.constexpr, STAGES: gl.constexpr, ACCURATE: gl.constexpr, mma: gl.constexpr, mma_o: gl.constexpr):
     """The main loop over nkb >= 2 key tiles for BM query rows (q_s [BM, DP] in shared memory, qs [BM] their
-    scales, ks_ptr the head's key-block scales) in either mode (ACCURATE: 16-bit P and V), with either schedule
-    (DEEP, see above). P buffer P0 of p_smem. A stage (K and V tile) is released once, after the PV that last
-    reads it. S uses layout mma, O mma_o (the P V wgmma's: its K step depends on the operand width). Returns O
-    [BM, DP] fp32 (unnormalised) and l [BM] (sum of P * 2**P_LOG2), both in mma_o's rows."""
+    scales, ks_ptr the head's key-block scales) in either mode (ACCURATE: 16-bit P and V). P buffer P0 of p_smem.
+    A stage (K and V tile) is released once, after the PV that last reads it. S uses layout mma, O mma_o (the
+    P V wgmma's: its K step depends on the operand width). Returns O [BM, DP] fp32 (unnormalised) and l [BM]
+    (sum of P * 2**P_LOG2), both in mma_o's rows."""
     P_LOG2: gl.constexpr = 0.0 if ACCURATE else P_LOG2_FP8
     TAU: gl.constexpr = TAU_ACCURATE if ACCURATE else 0.0  # fp8: the exact running max
     PD: gl.constexpr = p_smem.dtype
@@ -157,39 +152,24 @@ def attend(q_s, k_smem, v_smem, p_smem, k_ready, v_ready, empty, ks_ptr, qs, nkb
     l_i = gl.full([BM], 0.0, gl.float32, row_l)
     acc = gl.full([BM, DP], 0.0, gl.float32, mma_o)
     zero_s = gl.full([BM, BN], 0, gl.int32, mma)
-    if DEEP:
-        q_s = q_s.load(gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4))  # Q as the wgmma's register A
 
     s = warpgroup_mma_wait(num_outstanding=0, deps=[_qk(q_s, k_smem, k_ready, 0, STAGES, zero_s)])
-    if DEEP:
-        s_tok = _qk(q_s, k_smem, k_ready, 1, STAGES, zero_s)
     p, alpha, m_i, l_i, moved = softmax_tile(s, qs * gl.load(ks_ptr), m_i, l_i, 0, LK, False, P_LOG2, PD, mma,
                                              TAU)
     store_p(p_smem, P0, p, ACCURATE)
-    if DEEP:
-        s = warpgroup_mma_wait(num_outstanding=0, deps=[s_tok])
     _barrier()  # every thread's P stores are done before any wgmma reads them
-    for j in range(1, nkb - 1):
-        if DEEP:  # PV(j - 1) and QK^T(j + 1) in flight during softmax(j)
-            a_tok = _pv(p_smem, v_smem, v_ready, acc, j - 1, P0, STAGES, ACCURATE)
-            s_tok = _qk(q_s, k_smem, k_ready, j + 1, STAGES, zero_s)
-            p, alpha, m_i, l_i, moved = softmax_tile(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, P_LOG2,
-                                                     PD, mma, TAU)
-            acc, s = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok, s_tok])
-        else:  # S_j first, PV(j - 1) in flight during softmax(j)
-            s_tok = _qk(q_s, k_smem, k_ready, j, STAGES, zero_s)
-            a_tok = _pv(p_smem, v_smem, v_ready, acc, j - 1, P0, STAGES, ACCURATE)
-            s = warpgroup_mma_wait(num_outstanding=1, deps=[s_tok])
-            p, alpha, m_i, l_i, moved = softmax_tile(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, P_LOG2,
-                                                     PD, mma, TAU)
-            acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
+    for j in range(1, nkb - 1):  # S_j first, PV(j - 1) in flight during softmax(j)
+        s_tok = _qk(q_s, k_smem, k_ready, j, STAGES, zero_s)
+        a_tok = _pv(p_smem, v_smem, v_ready, acc, j - 1, P0, STAGES, ACCURATE)
+        s = warpgroup_mma_wait(num_outstanding=1, deps=[s_tok])
+        p, alpha, m_i, l_i, moved = softmax_tile(s, qs * gl.load(ks_ptr + j), m_i, l_i, 0, LK, False, P_LOG2,
+                                                 PD, mma, TAU)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
         acc = _retire(acc, p, alpha, moved, p_smem, empty, j, P0, STAGES, ACCURATE)
     last = nkb - 1
-    if not DEEP:
-        s_tok = _qk(q_s, k_smem, k_ready, last, STAGES, zero_s)
+    s_tok = _qk(q_s, k_smem, k_ready, last, STAGES, zero_s)
     a_tok = _pv(p_smem, v_smem, v_ready, acc, last - 1, P0, STAGES, ACCURATE)
-    if not DEEP:
-        s = warpgroup_mma_wait(num_outstanding=1, deps=[s_tok])
+    s = warpgroup_mma_wait(num_outstanding=1, deps=[s_tok])
     p, alpha, m_i, l_i, moved = softmax_tile(s, qs * gl.load(ks_ptr + last), m_i, l_i, last * BN, LK, True, P_LOG2,
                                              PD, mma, TAU)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=[a_tok])
