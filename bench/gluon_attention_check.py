@@ -2,7 +2,7 @@
 H200, at its shipped launch shape and at variants of it.
 
     python -m bench.gluon_attention_check                               # the shipped Launch
-    python -m bench.gluon_attention_check --variants stages=4 maxnreg=160,consumer_regs=232
+    python -m bench.gluon_attention_check --variants stages=3 stages=5
 
 A variant is comma-separated overrides of hopper.Launch fields. The parent process times torch SDPA (bf16)
 and the pack's Triton kernel once per large shape, then runs each variant in a child process (`--variant`,
