@@ -1,10 +1,10 @@
 """The Hopper (sm90) Gluon attention kernel without a GPU: when it is chosen, and that it compiles for sm90.
 
 The compile check runs Triton's whole sm90 pipeline (Gluon -> PTX -> ptxas -> SASS, all shipped in the Triton
-wheel) and reads the SASS: tensor cores used, no spills in the main loop (the accurate mode's 160 registers a
-thread spill a few loop-invariant values around it, once per program), shared memory within a Hopper SM's, and
-no wgmma with a register A operand: ptxas does not keep an in-flight wgmma's A registers alive (the bug behind
-the NaN of an earlier variant, bench/results/h200-attention.md), so P and Q come from shared memory.
+wheel) and reads the SASS: tensor cores used, spills within the budgets below (none in the fp8 mode's main loop;
+the accurate mode's 160 registers a thread spill a few loop-invariant values), shared memory within a Hopper
+SM's, and no wgmma with a register A operand: ptxas does not keep an in-flight wgmma's A registers alive (the bug
+behind the NaN of an earlier variant, bench/results/h200-attention.md), so P and Q come from shared memory.
 It does not run the kernel (tests/gpu/test_attention_kernel.py does, on a GPU).
 """
 import os
@@ -103,11 +103,13 @@ def test_compiles_for_sm90_without_loop_spills_or_register_a_wgmma(accurate):
     assert re.search(r"\bSTSM\b", sass)  # P stored with stmatrix (hopper_loop.store_p)
     loops = main_loops(sass)
     assert len(loops) >= 2, "a main loop per consumer warpgroup"  # ptxas may share code between copies
-    # The accurate mode at 160 registers a thread: Triton 3.6 spills 58 loop-invariant values around the loop
-    # (once per program) and none in it; 3.8 reloads 7 in one consumer's loop (not run on a GPU).
-    in_loop, anywhere = (8, 64) if accurate else (0, 0)
+    # Spill budgets, set from local compiles (H200 timings in bench/results/h200-attention.md include them):
+    # fp8: none with Triton 3.6, 2 stores outside the loop with 3.8. Accurate, 160 registers a thread: 39
+    # stores around the loop (loop-invariant values, once per program) and 8 local loads / stores per tile in
+    # it with 3.6 (still faster than the spill-free float row max: 1.01-1.04x); up to 15 in a loop with 3.8.
+    in_loop, anywhere = (16, 64) if accurate else (0, 4)
     for loop in loops:
-        assert 400 <= len(loop) <= 600, len(loop)  # 520 (fp8) / 542 (accurate) with Triton 3.6
+        assert 400 <= len(loop) <= 600, len(loop)  # 501 (fp8) / 531 (accurate) with Triton 3.6
         assert sum(bool(re.match(r"(STL|LDL)\b", x)) for x in loop) <= in_loop, "register spills in the loop"
     assert len(re.findall(r"\bSTL\b", sass)) <= anywhere, "register spills"
     assert kernel.metadata.shared <= SMEM_LIMIT
