@@ -5,11 +5,11 @@ the same with P/V in 16 bit. The Triton package is imported at first use (the pr
 reason it cannot run); its `unsupported_reason` is the per-call rule (head dim, dtype, GPU, Triton).
 The call takes SDPA where a kernel measured slower than SDPA, or no faster (bench/results/h200-attention.md,
 H200): fp8 below 4096 keys (Wan cross-attention, 512 keys: 0.66-0.74x; 2048: the Hopper kernel 1.15x, the Triton
-kernel 1.00x; 4096: 1.29x), the accurate mode below 8192 (the Hopper kernel at 4096 keys: 1.12x, at 2048: 1.01x;
+kernel 1.00x; 4096: 1.33x), the accurate mode below 8192 (the Hopper kernel at 4096 keys: 1.14x, at 2048: 1.01x;
 the Triton kernel, which runs it at D 64, was not measured below 16384), both below 500k query rows B*H*Lq (Flux
-1x24x4608: 0.66x / 0.76x); the accurate mode also at head dim 96 (0.90x). Measured faster: fp8 1.54-1.67x on Wan
-self-attention with the Hopper (Gluon) kernel at D 128 (the Triton kernel alone: 1.26-1.31x; D 64 / 96: 1.10x /
-1.08x), accurate 1.27-1.39x at D 128 with the Hopper kernel (the Triton kernel: 1.06-1.08x) and 1.05x at D 64.
+1x24x4608: 0.66x / 0.76x); the accurate mode also at head dim 96 (0.90x). Measured faster: fp8 1.61-1.72x on Wan
+self-attention with the Hopper (Gluon) kernel at D 128 (the Triton kernel alone: 1.26-1.32x; D 64 / 96: 1.10x /
+1.08x), accurate 1.31-1.41x at D 128 with the Hopper kernel (the Triton kernel: 1.06-1.08x) and 1.05x at D 64.
 """
 from __future__ import annotations
 

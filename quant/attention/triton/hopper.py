@@ -10,10 +10,9 @@ Structure (FlashAttention-3's): one program per 3 x 64 query rows x (batch, head
 consumers' Q tiles once and K / V^T tiles into a ring of STAGES shared-memory stages with TMA (a ready mbarrier for
 K and for V per stage, one empty mbarrier per stage that every consumer arrives on after its last read of it, the
 PV); three consumer warpgroups of 64 rows each share the ring and run hopper_loop.attend. Measured on the H200
-(Triton 3.6) at the Wan shapes (bench/results/h200-attention.md): fp8 1.54-1.67x SDPA, accurate 1.27-1.39x (two
-consumers, the kernel before: 1.15-1.18x). Gluon is Triton's experimental dialect: this path is taken on sm90 with
-Triton >= MIN_TRITON (run on 3.6; 3.8 compiles it, not run on a GPU), and a compile failure on another Triton falls
-back to the Triton kernel (see __init__.py).
+(Triton 3.6) at the Wan shapes (bench/results/h200-attention.md): fp8 1.61-1.72x SDPA, accurate 1.31-1.41x. Gluon
+is Triton's experimental dialect: this path is taken on sm90 with Triton >= MIN_TRITON (run on 3.6; 3.8 compiles
+it, not run on a GPU), and a compile failure on another Triton falls back to the Triton kernel (see __init__.py).
 """
 from __future__ import annotations
 
