@@ -1,11 +1,11 @@
 """Consumer main loop of the Hopper (sm90) attention kernel (hopper.py), written in Gluon.
 
-Layouts: S [BM, BN] int32 and O [BM, DP] fp32 in the wgmma accumulator layout `mma`; K stages [BN, DP] int8
-and P buffers [BM, BN] in shared memory (128-byte swizzle), P in V's dtype; Q [BM, DP] int8 in shared memory.
-fp8 mode: V^T stages [DP, BN] e4m3 with their keys in quantize.key_order, P's columns in the same order; accurate
-mode: V stages [BN, DP] in the input dtype (bf16 / fp16, the wgmma reads them N-major), P in that dtype. Math as kernel.py's: int8 scores, the
-magic-number int32 -> fp32 conversion folded into the row bias, online softmax in the exp2 domain, fp32
-accumulator; the fp8 mode scales P by 2**P_LOG2 before its e4m3 cast.
+Layouts: S [BM, BN] int32 and O [BM, DP] fp32 in the wgmma accumulator layout `mma`; K stages [BN, DP] int8 and P
+buffers [BM, BN] in shared memory (128-byte swizzle), P in V's dtype; Q [BM, DP] int8 in shared memory. fp8 mode:
+V^T stages [DP, BN] e4m3 with their keys in quantize.key_order, P's columns in the same order; accurate mode: V
+stages [BN, DP] in the input dtype (bf16 / fp16, the wgmma reads them N-major), P in that dtype. Math as
+kernel.py's: int8 scores, the magic-number int32 -> fp32 conversion folded into the row bias, online softmax in
+the exp2 domain, fp32 accumulator; the fp8 mode scales P by 2**P_LOG2 before its e4m3 cast.
 
 Schedule (three consumer warpgroups at 160 registers a thread, hopper.py): iteration j issues QK^T(j) and
 PV(j-1), waits for S_j only and runs softmax(j) while PV(j-1) is on the tensor cores (FlashAttention-3's
