@@ -163,8 +163,9 @@ def test_rules_in_order():
 
 
 def test_measured_speed_rules_of_the_own_kernel(monkeypatch):
-    """H200 (bench/results/h200-attention.md): fp8 from 4096 keys, accurate from 8192 (0.97x SDPA at 4096), both
-    from 500k query rows; accurate not at D 96. Wan 14B 480p self-attention runs it; its cross-attention (512 text
+    """H200 (bench/results/h200-attention.md): fp8 from 4096 keys, accurate from 8192 (the Hopper kernel is 1.14x
+    SDPA at 4096, the Triton kernel that runs it at D 64 was not measured there), both from 500k query rows;
+    accurate not at D 96. Wan 14B 480p self-attention runs it; its cross-attention (512 text
     keys) and Flux (1 x 24 x 4608) take SDPA."""
     monkeypatch.setattr(own_pkg, "unsupported_reason", lambda q, k, v: None)
     wan_self = (_shape(2, 40, 32760, 128),) * 3

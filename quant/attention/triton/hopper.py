@@ -34,6 +34,7 @@ HEAD_DIM = 128
 
 
 CONSUMERS = 3  # consumer warpgroups per program (they share the K / V ring; hopper_loop)
+_NCONS = gl.constexpr(CONSUMERS)  # the same, inside the kernel (its partition list names each)
 
 
 class Launch(NamedTuple):
@@ -135,14 +136,13 @@ def attn_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK
     DP: gl.constexpr = q_desc.block_type.shape[1]
     BN: gl.constexpr = k_desc.block_type.shape[0]
     PD: gl.constexpr = v_desc.dtype
-    NCONS: gl.constexpr = 3  # CONSUMERS: the partition list below names each
     bh = gl.program_id(1)
     nkb = LK_PAD // BN
-    q_smem = gl.allocate_shared_memory(q_desc.dtype, [NCONS, BM, DP], q_desc.layout)
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [_NCONS, BM, DP], q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BN, DP], k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, v_desc.block_type.shape[0], v_desc.block_type.shape[1]],
                                        v_desc.layout)
-    p_smem = gl.allocate_shared_memory(PD, [NCONS, BM, BN], gl.NVMMASharedLayout.get_default_for([BM, BN], PD))
+    p_smem = gl.allocate_shared_memory(PD, [_NCONS, BM, BN], gl.NVMMASharedLayout.get_default_for([BM, BN], PD))
     q_bar = gl.allocate_shared_memory(gl.int64, [1, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -151,10 +151,10 @@ def attn_kernel(q_desc, k_desc, v_desc, qs_ptr, ks_ptr, vs_ptr, o_ptr, H, LQ, LK
     for i in gl.static_range(STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=NCONS)
+        mbarrier.init(empty.index(i), count=_NCONS)
     fence_async_shared()
 
-    q_row = bh * LQ + gl.program_id(0) * (NCONS * BM)
+    q_row = bh * LQ + gl.program_id(0) * (_NCONS * BM)
     gl.warp_specialize([
         (_consumer, (q_smem, k_smem, v_smem, p_smem, q_bar, k_ready, v_ready, empty, qs_ptr, ks_ptr, vs_ptr, o_ptr,
                      H, LQ, LK, nkb, sob, sol, soh, 0, STAGES, ACCURATE)),
